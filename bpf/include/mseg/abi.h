@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The contract between microseg's BPF programs and the agent: map keys, map values and
+ * constants. Both sides include this one header; nothing is copied by hand.
+ *
+ * Rules for changing it: fixed-width types only, byte order spelled in the type, explicit
+ * zeroed padding, no bitfields. A change to a pinned map's key or value bumps that map's
+ * version suffix (mseg_<noun>_v<N>) so an old pinned map is never read with a new layout.
+ */
+#ifndef MSEG_ABI_H
+#define MSEG_ABI_H
+
+#ifdef __bpf__
+#include "vmlinux.h"
+#else
+#include <linux/types.h>
+#endif
+
+/* Deepest cgroup level whose id the datapath checks when resolving a workload. */
+#define MSEG_MAX_CGROUP_DEPTH 16
+
+#define MSEG_UID_ANY 0xffffffffu
+
+/* Reserved identities; the policy compiler numbers the rest. */
+#define MSEG_PEER_ANY 0
+#define MSEG_PEER_WORLD 1
+#define MSEG_RULE_NONE 0
+#define MSEG_RULE_DEFAULT_DENY 1
+
+/* Stable rule ids index the per-rule counter array. */
+#define MSEG_MAX_RULES 262144
+
+#define MSEG_MAX_WORKLOAD_KEYS 65536
+#define MSEG_MAX_PEER_PREFIXES 262144
+#define MSEG_MAX_VERDICT_ENTRIES 1048576
+#define MSEG_MAX_FLOWS 65536
+
+/* Policy state is double-buffered in two banks; the config entry names the active one. */
+#define MSEG_BANKS 2
+
+enum mseg_direction {
+	MSEG_DIR_EGRESS = 0,
+	MSEG_DIR_INGRESS = 1,
+};
+
+/* Ordered by precedence: the highest verdict of all matching entries wins. */
+enum mseg_verdict {
+	MSEG_VERDICT_NONE = 0,  /* the workload is not managed in this direction */
+	MSEG_VERDICT_ALLOW = 1,
+	MSEG_VERDICT_AUDIT = 2, /* would deny; the traffic passes */
+	MSEG_VERDICT_DENY = 3,
+};
+
+/* Why the datapath passed or dropped without a policy verdict, or lost something. */
+enum mseg_reason {
+	MSEG_REASON_POLICY_DENY = 0,   /* dropped by a deny verdict */
+	MSEG_REASON_POLICY_AUDIT = 1,  /* passed, but policy would deny */
+	MSEG_REASON_NO_POLICY = 2,     /* no active bank yet: passed unjudged */
+	MSEG_REASON_SHORT_PACKET = 3,  /* headers could not be read: passed unjudged */
+	MSEG_REASON_FLOW_TABLE_FULL = 4,
+	MSEG_REASON_IPV6_EXT_HEADER = 5, /* upper-layer header not found: judged as protocol any */
+	MSEG_REASON_REPLY_ADMITTED = 6,  /* ingress packet of a flow we admitted earlier */
+	MSEG_REASON_MAX = 16,
+};
+
+/* Workload flags: which directions are managed (default deny) and which only audit. */
+#define MSEG_WL_EGRESS_MANAGED (1u << 0)
+#define MSEG_WL_INGRESS_MANAGED (1u << 1)
+#define MSEG_WL_EGRESS_AUDIT (1u << 2)
+#define MSEG_WL_INGRESS_AUDIT (1u << 3)
+
+/*
+ * Workload map key: a cgroup id (0: any cgroup) and a uid (MSEG_UID_ANY: any user). The
+ * datapath tries the socket's cgroup and each ancestor, deepest first, with the exact uid and
+ * then any uid, and finally cgroup 0, so the most specific definition wins.
+ */
+struct mseg_workload_key {
+	__u64 cgroup_id;
+	__u32 uid;
+	__u32 pad;
+};
+
+struct mseg_workload {
+	__u32 id;
+	__u32 flags; /* MSEG_WL_* */
+};
+
+/* Inventory trie key: IPv4 is stored IPv4-mapped, so prefixlen of a v4 /n is 96 + n. */
+struct mseg_peer_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+struct mseg_peer {
+	__u32 id;
+};
+
+/*
+ * Verdict trie key. Fields run from most to least significant because the trie matches a
+ * prefix of the bytes after prefixlen: an entry for "any protocol" stops after direction, an
+ * entry for "any port" after protocol, and a port range is a few entries that stop inside the
+ * port. That is why the port is big-endian. For ICMP the port holds the message type.
+ */
+struct mseg_verdict_key {
+	__u32 prefixlen;
+	__u32 workload_id;
+	__u32 peer_id;
+	__u8 direction;
+	__u8 protocol;
+	__be16 port;
+};
+
+/* Prefix lengths in bits over the data after prefixlen. */
+#define MSEG_VERDICT_PREFIX_ANY_PROTO 72 /* workload, peer, direction */
+#define MSEG_VERDICT_PREFIX_ANY_PORT 80  /* ... and protocol */
+#define MSEG_VERDICT_PREFIX_FULL 96      /* ... and all 16 port bits */
+
+struct mseg_verdict_value {
+	__u32 rule_id;
+	__u8 verdict; /* enum mseg_verdict */
+	__u8 pad[3];
+};
+
+struct mseg_config {
+	__u32 active_bank; /* 0 or 1; anything else: no policy yet */
+	__u32 pad;
+	__u64 policy_version;
+};
+
+struct mseg_rule_stats {
+	__u64 hits;
+};
+
+/*
+ * Flow table: remembers flows the datapath admitted for UDP, ICMP and other connectionless
+ * protocols so replies pass the other direction without being judged again. Keyed from the
+ * local workload's point of view; the local address is not part of the key because the
+ * sendmsg hook may not know it yet.
+ */
+struct mseg_flow_key {
+	__u8 peer_addr[16]; /* IPv4-mapped for IPv4 */
+	__be16 local_port;  /* ICMP: echo identifier */
+	__be16 peer_port;   /* ICMP: 0 */
+	__u8 protocol;
+	__u8 pad[3];
+};
+
+struct mseg_flow {
+	__u64 first_seen_ns;
+	__u64 last_seen_ns;
+	__u32 workload_id;
+	__u32 peer_id;
+	__u32 rule_id;
+	__u8 verdict;
+	__u8 direction; /* direction of the packet that opened the flow */
+	__u8 pad[2];
+};
+
+#endif /* MSEG_ABI_H */
