@@ -86,6 +86,15 @@ struct {
 } mseg_reason_v1 SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MSEG_MAX_RULES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct mseg_rule_name);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mseg_rname_v1 SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, MSEG_MAX_FLOWS);
 	__type(key, struct mseg_flow_key);

@@ -154,8 +154,13 @@ static __always_inline void judge(const struct mseg_bank *bank,
 	key.peer_id = MSEG_PEER_ANY;
 	raise_verdict(bank->verdicts, &key, out);
 
-	if (out->verdict == MSEG_VERDICT_NONE) {
-		out->verdict = (workload->flags & audit_flag) ? MSEG_VERDICT_AUDIT : MSEG_VERDICT_DENY;
+	if (out->verdict != MSEG_VERDICT_NONE)
+		return;
+	if (workload->flags & audit_flag) {
+		out->verdict = MSEG_VERDICT_AUDIT;
+		out->rule_id = MSEG_RULE_DEFAULT_AUDIT;
+	} else {
+		out->verdict = MSEG_VERDICT_DENY;
 		out->rule_id = MSEG_RULE_DEFAULT_DENY;
 	}
 }

@@ -25,7 +25,10 @@
 #define MSEG_PEER_ANY 0
 #define MSEG_PEER_WORLD 1
 #define MSEG_RULE_NONE 0
-#define MSEG_RULE_DEFAULT_DENY 1
+#define MSEG_RULE_DEFAULT_DENY 1  /* no rule matched a managed direction in enforce mode */
+#define MSEG_RULE_DEFAULT_AUDIT 2 /* ... in audit mode */
+#define MSEG_FIRST_RULE_ID 3
+#define MSEG_RULE_NAME_LEN 120
 
 /* Stable rule ids index the per-rule counter array. */
 #define MSEG_MAX_RULES 262144
@@ -129,6 +132,13 @@ struct mseg_config {
 
 struct mseg_rule_stats {
 	__u64 hits;
+};
+
+/* Names of the rules behind rule ids, for tools reading the counters. Not used by programs. */
+struct mseg_rule_name {
+	char name[MSEG_RULE_NAME_LEN]; /* "segment/rule", NUL-terminated */
+	__u8 verdict;                  /* enum mseg_verdict the rule gives */
+	__u8 pad[7];
 };
 
 /*

@@ -1,0 +1,331 @@
+#include "agent.hpp"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "logging.hpp"
+#include "mounts.hpp"
+#include "mseg/policy/compiler.hpp"
+
+namespace mseg::agent {
+namespace {
+
+namespace fs = std::filesystem;
+
+uint8_t kernelVerdict(policy::Verdict verdict) { return static_cast<uint8_t>(verdict); }
+
+void logDiagnostics(const policy::Diagnostics& diagnostics) {
+  auto log = logger("policy");
+  for (const auto& diagnostic : diagnostics.all()) {
+    if (diagnostic.severity == policy::Severity::Error) {
+      log->error("{}", diagnostic.toString());
+    } else {
+      log->warn("{}", diagnostic.toString());
+    }
+  }
+}
+
+std::map<uint32_t, RuleName> ruleNames(const policy::CompiledPolicy& compiled,
+                                       const std::vector<uint32_t>& kernel_ids) {
+  std::map<uint32_t, RuleName> names;
+  names[MSEG_RULE_DEFAULT_DENY] = {"(default deny)", MSEG_VERDICT_DENY};
+  names[MSEG_RULE_DEFAULT_AUDIT] = {"(default deny, audit)", MSEG_VERDICT_AUDIT};
+  for (const auto& rule : compiled.rules) {
+    uint32_t id = kernel_ids[rule.index];
+    if (id != MSEG_RULE_NONE) {
+      names[id] = {rule.name, kernelVerdict(rule.verdict)};
+    }
+  }
+  return names;
+}
+
+// A descriptor that delivers SIGHUP, SIGTERM and SIGINT as readable events.
+int signalDescriptor() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGHUP);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigprocmask(SIG_BLOCK, &signals, nullptr);
+  return signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
+int timerDescriptor(unsigned interval_s) {
+  int fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  if (fd >= 0 && interval_s > 0) {
+    itimerspec spec{};
+    spec.it_interval.tv_sec = interval_s;
+    spec.it_value.tv_sec = interval_s;
+    timerfd_settime(fd, 0, &spec, nullptr);
+  }
+  return fd;
+}
+
+}  // namespace
+
+Result<std::string> resolveAttachCgroup(const std::string& requested) {
+  auto mount = findCgroup2Mount();
+  if (!mount) {
+    return mount.error();
+  }
+  fs::path path = requested.empty()           ? fs::path(*mount)
+                  : requested.front() == '/' ? fs::path(requested)
+                                              : fs::path(*mount) / requested;
+  std::error_code err;
+  fs::path canonical = fs::canonical(path, err);
+  if (err) {
+    return Error(err.value(), "cgroup " + path.string() + ": " + err.message());
+  }
+  auto relative = canonical.lexically_relative(*mount);
+  if (relative.empty() || relative.native().rfind("..", 0) == 0) {
+    return Error(EINVAL, "cgroup " + canonical.string() + " is not inside the cgroup v2 mount " +
+                             *mount);
+  }
+  return canonical.string();
+}
+
+Result<policy::CompiledPolicy> Agent::compilePolicyFile() const {
+  policy::Diagnostics diagnostics;
+  auto compiled = policy::loadPolicyFile(config_.policy_path, diagnostics);
+  logDiagnostics(diagnostics);
+  if (!compiled) {
+    return compiled.error().wrap("policy " + config_.policy_path);
+  }
+  return compiled;
+}
+
+Result<std::unique_ptr<Agent>> Agent::start(const AgentConfig& config) {
+  auto log = logger("agent");
+  std::unique_ptr<Agent> agent(new Agent(config));
+
+  auto cgroup = resolveAttachCgroup(config.cgroup_path);
+  if (!cgroup) {
+    return cgroup.error();
+  }
+  agent->attach_cgroup_ = *cgroup;
+
+  auto compiled = agent->compilePolicyFile();
+  if (!compiled) {
+    return compiled.error();
+  }
+
+  auto datapath = Datapath::open({agent->attach_cgroup_, config.pin_dir});
+  if (!datapath) {
+    return datapath.error();
+  }
+  agent->datapath_ = std::move(*datapath);
+  agent->policy_version_ = agent->datapath_->adoptedPolicyVersion();
+  if (agent->policy_version_ > 0) {
+    log->info("adopting pinned datapath pin_dir={} policy_version={}", config.pin_dir,
+              agent->policy_version_);
+  }
+  std::map<uint32_t, std::string> adopted_names;
+  for (const auto& [id, rule] : agent->datapath_->adoptedRuleNames()) {
+    if (id >= MSEG_FIRST_RULE_ID) {
+      adopted_names[id] = rule.name;
+    }
+  }
+  agent->rule_ids_.adopt(adopted_names);
+
+  if (auto watching = agent->watcher_.start(agent->attach_cgroup_); !watching) {
+    return watching.error();
+  }
+  if (auto applied = agent->applyPolicy(*compiled); !applied) {
+    return applied.error();
+  }
+  if (auto attached = agent->datapath_->attach(); !attached) {
+    return attached.error();
+  }
+  if (auto hits = agent->datapath_->ruleHits()) {
+    agent->last_hits_ = std::move(*hits);
+  }
+  log->info("enforcing cgroup={} pin_dir={} policy={} policy_version={}", agent->attach_cgroup_,
+            config.pin_dir, config.policy_path, agent->policy_version_);
+  agent->writeStatus();
+  return agent;
+}
+
+Status Agent::applyPolicy(const policy::CompiledPolicy& compiled) {
+  auto started = std::chrono::steady_clock::now();
+  auto cgroups = listCgroups(attach_cgroup_);
+  if (!cgroups) {
+    return cgroups.error();
+  }
+  auto bindings = bindWorkloads(compiled, *cgroups);
+  auto kernel_ids = rule_ids_.assign(compiled);
+  auto bank = buildBank(compiled, bindings, kernel_ids);
+  if (auto applied = datapath_->apply(bank, ruleNames(compiled, kernel_ids), policy_version_ + 1);
+      !applied) {
+    return applied.error().wrap("apply policy");
+  }
+  policy_version_ += 1;
+  policy_ = compiled;
+  bindings_ = std::move(bindings);
+  kernel_rule_ids_ = std::move(kernel_ids);
+
+  auto took_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                           started).count();
+  logger("policy")->info(
+      "policy applied version={} hash={} rules={} entries={} workload_cgroups={} took_ms={:.1f}",
+      policy_version_, compiled.content_hash.substr(0, 12), compiled.rules.size(),
+      bank.verdicts.size(), bindings_.size(), took_ms);
+  return {};
+}
+
+Status Agent::rebindCgroups() {
+  auto cgroups = listCgroups(attach_cgroup_);
+  if (!cgroups) {
+    return cgroups.error();
+  }
+  auto bindings = bindWorkloads(policy_, *cgroups);
+  bool same = bindings.size() == bindings_.size();
+  for (size_t i = 0; same && i < bindings.size(); i++) {
+    same = bindings[i].cgroup_id == bindings_[i].cgroup_id &&
+           bindings[i].workload_id == bindings_[i].workload_id;
+  }
+  if (same) {
+    return {};
+  }
+  auto bank = buildBank(policy_, bindings, kernel_rule_ids_);
+  if (auto applied = datapath_->apply(bank, ruleNames(policy_, kernel_rule_ids_),
+                                      policy_version_ + 1);
+      !applied) {
+    return applied.error().wrap("apply cgroup change");
+  }
+  policy_version_ += 1;
+  logger("agent")->info("workload cgroups changed workload_cgroups={} policy_version={}",
+                        bindings.size(), policy_version_);
+  bindings_ = std::move(bindings);
+  return {};
+}
+
+void Agent::reloadPolicy() {
+  auto log = logger("policy");
+  log->info("reloading policy file={}", config_.policy_path);
+  auto compiled = compilePolicyFile();
+  if (!compiled) {
+    last_error_ = compiled.error().message();
+    log->error("policy rejected, version {} keeps enforcing: fix the file and send SIGHUP again "
+               "err={}", policy_version_, last_error_);
+    writeStatus();
+    return;
+  }
+  if (auto applied = applyPolicy(*compiled); !applied) {
+    last_error_ = applied.error().message();
+    log->error("policy not applied, the previous version keeps enforcing err={}", last_error_);
+  } else {
+    last_error_.clear();
+  }
+  writeStatus();
+}
+
+void Agent::logCounterChanges() {
+  auto hits = datapath_->ruleHits();
+  if (!hits) {
+    logger("agent")->warn("cannot read rule counters err={}", hits.error().message());
+    return;
+  }
+  std::map<uint32_t, RuleName> names = ruleNames(policy_, kernel_rule_ids_);
+  for (const auto& [id, total] : *hits) {
+    uint64_t before = last_hits_[id];
+    auto rule = names.find(id);
+    if (total <= before || rule == names.end()) {
+      continue;
+    }
+    if (rule->second.verdict == MSEG_VERDICT_DENY) {
+      logger("agent")->info("traffic denied rule={} new={} total={}", rule->second.name,
+                            total - before, total);
+    } else if (rule->second.verdict == MSEG_VERDICT_AUDIT) {
+      logger("agent")->info("traffic would be denied (audit) rule={} new={} total={}",
+                            rule->second.name, total - before, total);
+    }
+  }
+  last_hits_ = std::move(*hits);
+}
+
+void Agent::writeStatus() const {
+  std::error_code err;
+  fs::create_directories(config_.state_dir, err);
+  nlohmann::json status = {
+      {"pid", getpid()},
+      {"state", "enforcing"},
+      {"cgroup", attach_cgroup_},
+      {"pin_dir", config_.pin_dir},
+      {"policy_file", config_.policy_path},
+      {"policy_version", policy_version_},
+      {"policy_hash", policy_.content_hash},
+      {"last_error", last_error_},
+  };
+  const std::string path = config_.state_dir + "/status.json";
+  const std::string temporary = path + ".tmp";
+  {
+    std::ofstream out(temporary, std::ios::trunc);
+    out << status.dump(2) << "\n";
+  }
+  fs::rename(temporary, path, err);
+  if (err) {
+    logger("agent")->warn("cannot write {}: {}", path, err.message());
+  }
+}
+
+int Agent::run() {
+  auto log = logger("agent");
+  int signal_fd = signalDescriptor();
+  int timer_fd = timerDescriptor(config_.stats_interval_s);
+  if (signal_fd < 0 || timer_fd < 0) {
+    log->critical("cannot set up the event loop err={}", std::strerror(errno));
+    return 1;
+  }
+  pollfd fds[3] = {{signal_fd, POLLIN, 0}, {watcher_.fd(), POLLIN, 0}, {timer_fd, POLLIN, 0}};
+  for (;;) {
+    if (poll(fds, 3, -1) < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      log->critical("poll failed err={}", std::strerror(errno));
+      return 1;
+    }
+    if (fds[0].revents & POLLIN) {
+      signalfd_siginfo info{};
+      while (read(signal_fd, &info, sizeof(info)) == sizeof(info)) {
+        if (info.ssi_signo == SIGHUP) {
+          reloadPolicy();
+          continue;
+        }
+        logCounterChanges();
+        log->info("stopping on signal {}; pinned programs keep enforcing policy_version={}",
+                  strsignal(info.ssi_signo), policy_version_);
+        close(signal_fd);
+        close(timer_fd);
+        return 0;
+      }
+    }
+    if (fds[1].revents & POLLIN) {
+      auto changed = watcher_.drain();
+      if (!changed) {
+        log->warn("cgroup watch failed, new cgroups may go unlabelled err={}",
+                  changed.error().message());
+      } else if (*changed) {
+        if (auto rebound = rebindCgroups(); !rebound) {
+          log->error("cannot label changed cgroups err={}", rebound.error().message());
+        }
+      }
+    }
+    if (fds[2].revents & POLLIN) {
+      uint64_t expirations = 0;
+      (void)!read(timer_fd, &expirations, sizeof(expirations));
+      logCounterChanges();
+    }
+  }
+}
+
+}  // namespace mseg::agent

@@ -1,0 +1,56 @@
+// microsegd's control loop: keeps the kernel enforcing the policy file for the cgroups that
+// exist, reacting to policy reloads (SIGHUP) and to cgroups appearing or going away.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "cgroups.hpp"
+#include "config.hpp"
+#include "datapath.hpp"
+#include "kernel_state.hpp"
+#include "mseg/policy/compiled.hpp"
+#include "mseg/result.hpp"
+
+namespace mseg::agent {
+
+class Agent {
+public:
+  // Compiles the policy, loads or adopts the datapath, applies the policy and attaches. A
+  // policy with errors fails here before anything in the kernel is touched, so a policy a
+  // previous agent pinned keeps enforcing.
+  static Result<std::unique_ptr<Agent>> start(const AgentConfig& config);
+
+  // Serves signals, cgroup changes and periodic counter summaries until SIGTERM or SIGINT.
+  // Returns the process exit code. The pinned programs keep enforcing after it returns.
+  int run();
+
+private:
+  explicit Agent(AgentConfig config) : config_(std::move(config)) {}
+
+  Result<policy::CompiledPolicy> compilePolicyFile() const;
+  Status applyPolicy(const policy::CompiledPolicy& compiled);
+  Status rebindCgroups();
+  void reloadPolicy();
+  void logCounterChanges();
+  void writeStatus() const;
+
+  AgentConfig config_;
+  std::string attach_cgroup_;
+  std::unique_ptr<Datapath> datapath_;
+  CgroupWatcher watcher_;
+  RuleIds rule_ids_;
+  policy::CompiledPolicy policy_;
+  std::vector<WorkloadBinding> bindings_;
+  std::vector<uint32_t> kernel_rule_ids_;
+  uint64_t policy_version_ = 0;
+  std::string last_error_;
+  std::map<uint32_t, uint64_t> last_hits_;
+};
+
+// The absolute cgroup directory to attach to: `requested` is empty (the cgroup v2 root),
+// absolute (must lie inside the cgroup v2 mount) or relative to the cgroup v2 mount.
+Result<std::string> resolveAttachCgroup(const std::string& requested);
+
+}  // namespace mseg::agent

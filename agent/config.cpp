@@ -1,0 +1,189 @@
+#include "config.hpp"
+
+#include <getopt.h>
+
+#include <array>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <sstream>
+
+#include "mseg/policy/yaml_tree.hpp"
+
+namespace mseg::agent {
+namespace {
+
+constexpr const char* kUsage = R"(usage: microsegd --policy FILE [options]
+
+Enforces a microseg segment policy on this host with eBPF programs attached to a cgroup.
+
+options:
+  --policy FILE          segment policy to enforce (YAML, see docs/policy.md)
+  --cgroup PATH          cgroup v2 directory to attach to (default: the cgroup v2 root);
+                         absolute, or relative to the cgroup v2 mount
+  --pin-dir DIR          bpffs directory for pinned maps and links (default /sys/fs/bpf/microseg)
+  --state-dir DIR        directory for the agent's state (default /var/lib/microseg)
+  --config FILE          YAML configuration file; flags override it
+  --log-level LEVEL      trace, debug, info, warn, error (default info)
+  --stats-interval SEC   how often counter changes are logged (default 10, 0 turns it off)
+  --version              print the version and exit
+  --help                 print this help and exit
+
+signals: SIGHUP reloads the policy file; SIGTERM and SIGINT stop the agent and leave the
+pinned programs enforcing (remove them with `microsegctl uninstall`).
+)";
+
+enum Option {
+  kPolicy = 1000,
+  kCgroup,
+  kPinDir,
+  kStateDir,
+  kConfig,
+  kLogLevel,
+  kStatsInterval,
+  kVersion,
+  kHelp,
+};
+
+const option kOptions[] = {
+    {"policy", required_argument, nullptr, kPolicy},
+    {"cgroup", required_argument, nullptr, kCgroup},
+    {"pin-dir", required_argument, nullptr, kPinDir},
+    {"state-dir", required_argument, nullptr, kStateDir},
+    {"config", required_argument, nullptr, kConfig},
+    {"log-level", required_argument, nullptr, kLogLevel},
+    {"stats-interval", required_argument, nullptr, kStatsInterval},
+    {"version", no_argument, nullptr, kVersion},
+    {"help", no_argument, nullptr, kHelp},
+    {nullptr, 0, nullptr, 0},
+};
+
+constexpr std::array<std::string_view, 5> kLogLevels = {"trace", "debug", "info", "warn", "error"};
+
+bool isLogLevel(std::string_view level) {
+  for (auto known : kLogLevels) {
+    if (known == level) {
+      return true;
+    }
+  }
+  return false;
+}
+
+std::optional<unsigned> parseSeconds(const std::string& text) {
+  auto value = policy::parseDecimal(text);
+  if (!value || *value > 86400) {
+    return std::nullopt;
+  }
+  return static_cast<unsigned>(*value);
+}
+
+}  // namespace
+
+const char* usageText() { return kUsage; }
+
+Status loadConfigFile(const std::string& path, AgentConfig& config) {
+  std::ifstream file(path);
+  if (!file) {
+    return Error::fromErrno(errno, "read config file " + path);
+  }
+  std::stringstream text;
+  text << file.rdbuf();
+
+  policy::Diagnostics diagnostics;
+  auto tree = policy::parseYaml(text.str(), path, diagnostics);
+  if (tree && !tree->isNull()) {
+    policy::YamlReader reader(path, diagnostics);
+    if (reader.expectMapping(*tree, "configuration")) {
+      reader.checkFields(*tree, "configuration",
+                         {"policy", "cgroup", "pin_dir", "state_dir", "log_level",
+                          "stats_interval"});
+      auto readInto = [&](const char* key, std::string& field) {
+        if (const auto* node = tree->find(key)) {
+          if (auto value = reader.readString(*node, key)) {
+            field = *value;
+          }
+        }
+      };
+      readInto("policy", config.policy_path);
+      readInto("cgroup", config.cgroup_path);
+      readInto("pin_dir", config.pin_dir);
+      readInto("state_dir", config.state_dir);
+      if (const auto* node = tree->find("log_level")) {
+        if (auto level = reader.readChoice(*node, "log_level", {"trace", "debug", "info", "warn", "error"})) {
+          config.log_level = *level;
+        }
+      }
+      if (const auto* node = tree->find("stats_interval")) {
+        if (auto seconds = reader.readUnsigned(*node, "stats_interval", 0, 86400)) {
+          config.stats_interval_s = static_cast<unsigned>(*seconds);
+        }
+      }
+    }
+  }
+  if (diagnostics.hasErrors()) {
+    return Error::invalid(diagnostics.format());
+  }
+  return {};
+}
+
+Result<CommandLine> parseCommandLine(int argc, char** argv) {
+  CommandLine command;
+  std::map<int, std::string> flags;
+  optind = 1;
+  opterr = 0;
+  for (;;) {
+    int index = 0;
+    int option = getopt_long(argc, argv, "", kOptions, &index);
+    if (option == -1) {
+      break;
+    }
+    if (option == '?') {
+      const char* bad = argv[optind - 1];
+      return Error::invalid(std::string("unknown option or missing value: ") + bad +
+                            " (see --help)");
+    }
+    flags[option] = optarg != nullptr ? optarg : "";
+  }
+  if (optind < argc) {
+    return Error::invalid(std::string("unexpected argument: ") + argv[optind] + " (see --help)");
+  }
+
+  if (flags.count(kConfig)) {
+    if (auto loaded = loadConfigFile(flags[kConfig], command.config); !loaded) {
+      return loaded.error();
+    }
+  }
+  AgentConfig& config = command.config;
+  for (const auto& [option, value] : flags) {
+    switch (option) {
+      case kPolicy: config.policy_path = value; break;
+      case kCgroup: config.cgroup_path = value; break;
+      case kPinDir: config.pin_dir = value; break;
+      case kStateDir: config.state_dir = value; break;
+      case kLogLevel:
+        if (!isLogLevel(value)) {
+          return Error::invalid("--log-level " + value +
+                                ": expected trace, debug, info, warn or error");
+        }
+        config.log_level = value;
+        break;
+      case kStatsInterval:
+        if (auto seconds = parseSeconds(value)) {
+          config.stats_interval_s = *seconds;
+        } else {
+          return Error::invalid("--stats-interval " + value +
+                                ": expected whole seconds from 0 to 86400");
+        }
+        break;
+      case kVersion: command.show_version = true; break;
+      case kHelp: command.show_help = true; break;
+      default: break;
+    }
+  }
+  if (!command.show_help && !command.show_version && config.policy_path.empty()) {
+    return Error::invalid("no policy given: pass --policy FILE or set `policy` in --config");
+  }
+  return command;
+}
+
+}  // namespace mseg::agent

@@ -1,0 +1,37 @@
+// microsegd's settings: built-in defaults, overridden by a YAML configuration file, overridden
+// by command-line flags.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "mseg/result.hpp"
+
+namespace mseg::agent {
+
+struct AgentConfig {
+  std::string policy_path;            // required
+  std::string cgroup_path;            // empty: the cgroup v2 root
+  std::string pin_dir = "/sys/fs/bpf/microseg";
+  std::string state_dir = "/var/lib/microseg";
+  std::string log_level = "info";
+  unsigned stats_interval_s = 10;     // how often counter changes are summarised in the log
+};
+
+// What the command line asked for besides settings.
+struct CommandLine {
+  AgentConfig config;
+  bool show_help = false;
+  bool show_version = false;
+};
+
+// Parses argv. A --config file is read first and flags then override it. Errors name the flag
+// or the file:line:column and the cause.
+Result<CommandLine> parseCommandLine(int argc, char** argv);
+
+// Reads a configuration file into `config`, keeping fields it does not set.
+Status loadConfigFile(const std::string& path, AgentConfig& config);
+
+const char* usageText();
+
+}  // namespace mseg::agent

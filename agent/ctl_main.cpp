@@ -1,0 +1,125 @@
+// microsegctl: the operator's command-line tool. See `microsegctl help`.
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <fmt/core.h>
+
+#include "datapath.hpp"
+#include "mseg/policy/compiler.hpp"
+
+namespace {
+
+constexpr const char* kDefaultPinDir = "/sys/fs/bpf/microseg";
+
+constexpr const char* kUsage = R"(usage: microsegctl COMMAND [options]
+
+commands:
+  policy validate FILE       check a policy file; exit 0 when valid, 1 when it has errors
+  counters [--pin-dir DIR]   per-rule verdict counters of the running datapath
+  uninstall [--pin-dir DIR]  detach microseg's programs and remove everything it pinned
+  help                       print this help
+)";
+
+const char* verdictName(uint8_t verdict) {
+  switch (verdict) {
+    case MSEG_VERDICT_ALLOW: return "allow";
+    case MSEG_VERDICT_AUDIT: return "audit";
+    case MSEG_VERDICT_DENY: return "deny";
+    default: return "-";
+  }
+}
+
+const char* reasonName(size_t reason) {
+  switch (reason) {
+    case MSEG_REASON_POLICY_DENY: return "policy_deny";
+    case MSEG_REASON_POLICY_AUDIT: return "policy_audit";
+    case MSEG_REASON_NO_POLICY: return "no_policy";
+    case MSEG_REASON_SHORT_PACKET: return "short_packet";
+    case MSEG_REASON_FLOW_TABLE_FULL: return "flow_table_full";
+    case MSEG_REASON_IPV6_EXT_HEADER: return "ipv6_ext_header";
+    case MSEG_REASON_REPLY_ADMITTED: return "reply_admitted";
+    default: return nullptr;
+  }
+}
+
+// Returns the value of `--pin-dir DIR` among args, or the default.
+std::string pinDirArgument(const std::vector<std::string>& args) {
+  for (size_t i = 0; i + 1 < args.size(); i++) {
+    if (args[i] == "--pin-dir") {
+      return args[i + 1];
+    }
+  }
+  return kDefaultPinDir;
+}
+
+int validatePolicy(const std::string& path) {
+  mseg::policy::Diagnostics diagnostics;
+  auto compiled = mseg::policy::loadPolicyFile(path, diagnostics);
+  if (!diagnostics.all().empty()) {
+    std::fputs(diagnostics.format().c_str(), stderr);
+  }
+  if (!compiled) {
+    std::fprintf(stderr, "%s: invalid: %s\n", path.c_str(), compiled.error().message().c_str());
+    return 1;
+  }
+  std::printf("%s: valid: %zu workloads, %zu inventory entries, %zu rules, %zu verdict entries\n",
+              path.c_str(), compiled->workloads.size(), compiled->peers.size(),
+              compiled->rules.size(), compiled->entries.size());
+  return 0;
+}
+
+int showCounters(const std::string& pin_dir) {
+  auto counters = mseg::agent::readPinnedCounters(pin_dir);
+  if (!counters) {
+    std::fprintf(stderr, "microsegctl: %s\n", counters.error().message().c_str());
+    return 1;
+  }
+  fmt::print("policy version {}\n\n{:<44} {:<8} {:>12}\n", counters->policy_version, "RULE",
+             "VERDICT", "HITS");
+  for (const auto& [id, rule] : counters->rule_names) {
+    auto hits = counters->rule_hits.find(id);
+    fmt::print("{:<44} {:<8} {:>12}\n", rule.name, verdictName(rule.verdict),
+               hits == counters->rule_hits.end() ? 0 : hits->second);
+  }
+  fmt::print("\n{:<44} {:>21}\n", "DATAPATH REASON", "COUNT");
+  for (size_t reason = 0; reason < counters->reasons.size(); reason++) {
+    if (const char* name = reasonName(reason)) {
+      fmt::print("{:<44} {:>21}\n", name, counters->reasons[reason]);
+    }
+  }
+  return 0;
+}
+
+int uninstall(const std::string& pin_dir) {
+  auto removed = mseg::agent::uninstallDatapath(pin_dir);
+  if (!removed) {
+    std::fprintf(stderr, "microsegctl: %s\n", removed.error().message().c_str());
+    return 1;
+  }
+  std::printf("removed %s: microseg programs detached, maps unpinned\n", pin_dir.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "help" || args[0] == "--help") {
+    std::fputs(kUsage, args.empty() ? stderr : stdout);
+    return args.empty() ? 2 : 0;
+  }
+  if (args[0] == "policy" && args.size() == 3 && args[1] == "validate") {
+    return validatePolicy(args[2]);
+  }
+  if (args[0] == "counters") {
+    return showCounters(pinDirArgument(args));
+  }
+  if (args[0] == "uninstall") {
+    return uninstall(pinDirArgument(args));
+  }
+  std::fprintf(stderr, "microsegctl: unknown command `%s`; see `microsegctl help`\n",
+               args[0].c_str());
+  return 2;
+}

@@ -1,0 +1,445 @@
+#include "datapath.hpp"
+
+#include <fcntl.h>
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include <cstring>
+#include <filesystem>
+
+#include "cgroups.hpp"
+#include "logging.hpp"
+#include "microseg.skel.h"
+#include "mounts.hpp"
+
+namespace mseg::agent {
+namespace {
+
+constexpr const char* kLinkPrefix = "link_";
+constexpr const char* kCapabilityHint =
+    "the agent needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root), and a kernel with "
+    "cgroup BPF (CONFIG_CGROUP_BPF) and BTF";
+
+// An fd that closes itself.
+class OwnedFd {
+public:
+  explicit OwnedFd(int fd = -1) : fd_(fd) {}
+  ~OwnedFd() {
+    if (fd_ >= 0) {
+      close(fd_);
+    }
+  }
+  OwnedFd(const OwnedFd&) = delete;
+  OwnedFd& operator=(const OwnedFd&) = delete;
+  int get() const { return fd_; }
+
+private:
+  int fd_;
+};
+
+template <typename K, typename V>
+Result<MapContent<K, V>> readMap(int fd) {
+  MapContent<K, V> content;
+  K key{};
+  K next{};
+  const K* previous = nullptr;
+  while (bpf_map_get_next_key(fd, previous, &next) == 0) {
+    V value{};
+    if (bpf_map_lookup_elem(fd, &next, &value) == 0) {
+      content.emplace(next, value);
+    }
+    key = next;
+    previous = &key;
+  }
+  if (errno != ENOENT) {
+    return Error::fromErrno(errno, "iterate map");
+  }
+  return content;
+}
+
+// Makes the map behind `fd` hold `desired`, given that it holds `current` now.
+template <typename K, typename V>
+Status syncMap(int fd, const MapContent<K, V>& current, const MapContent<K, V>& desired,
+               const char* what) {
+  for (const auto& [key, value] : current) {
+    if (desired.find(key) == desired.end() && bpf_map_delete_elem(fd, &key) != 0 &&
+        errno != ENOENT) {
+      return Error::fromErrno(errno, std::string("delete from ") + what);
+    }
+  }
+  for (const auto& [key, value] : desired) {
+    auto existing = current.find(key);
+    if (existing != current.end() && std::memcmp(&existing->second, &value, sizeof(V)) == 0) {
+      continue;
+    }
+    if (bpf_map_update_elem(fd, &key, &value, BPF_ANY) != 0) {
+      return Error::fromErrno(errno, std::string("update ") + what);
+    }
+  }
+  return {};
+}
+
+Result<std::map<uint32_t, uint64_t>> sumPerCpu(int fd, uint32_t entries) {
+  int cpus = libbpf_num_possible_cpus();
+  if (cpus <= 0) {
+    return Error::fromErrno(-cpus, "count possible CPUs");
+  }
+  std::map<uint32_t, uint64_t> totals;
+  std::vector<uint64_t> values(cpus);
+  for (uint32_t key = 0; key < entries; key++) {
+    if (bpf_map_lookup_elem(fd, &key, values.data()) != 0) {
+      return Error::fromErrno(errno, "read per-CPU counter");
+    }
+    uint64_t sum = 0;
+    for (uint64_t v : values) {
+      sum += v;
+    }
+    if (sum != 0) {
+      totals[key] = sum;
+    }
+  }
+  return totals;
+}
+
+Result<std::map<uint32_t, uint64_t>> sumRuleHits(int stats_fd,
+                                                 const std::map<uint32_t, RuleName>& names) {
+  int cpus = libbpf_num_possible_cpus();
+  std::map<uint32_t, uint64_t> totals;
+  std::vector<uint64_t> values(cpus > 0 ? cpus : 1);
+  // Only ids in use are read: a handful of syscalls instead of the whole array.
+  std::vector<uint32_t> ids = {MSEG_RULE_DEFAULT_DENY, MSEG_RULE_DEFAULT_AUDIT};
+  for (const auto& [id, name] : names) {
+    ids.push_back(id);
+  }
+  for (uint32_t id : ids) {
+    if (bpf_map_lookup_elem(stats_fd, &id, values.data()) != 0) {
+      return Error::fromErrno(errno, "read rule counter");
+    }
+    uint64_t sum = 0;
+    for (uint64_t v : values) {
+      sum += v;
+    }
+    totals[id] = sum;
+  }
+  return totals;
+}
+
+Result<std::map<uint32_t, RuleName>> readRuleNames(int fd) {
+  auto raw = readMap<uint32_t, mseg_rule_name>(fd);
+  if (!raw) {
+    return raw.error().wrap("read rule names");
+  }
+  std::map<uint32_t, RuleName> names;
+  for (const auto& [id, entry] : *raw) {
+    names[id] = RuleName{std::string(entry.name, strnlen(entry.name, sizeof(entry.name))),
+                         entry.verdict};
+  }
+  return names;
+}
+
+Result<mseg_config> readConfig(int fd) {
+  uint32_t zero = 0;
+  mseg_config config{};
+  if (bpf_map_lookup_elem(fd, &zero, &config) != 0) {
+    return Error::fromErrno(errno, "read config map");
+  }
+  return config;
+}
+
+std::string bankPinPath(const std::string& pin_dir, const bpf_map* outer, uint32_t bank) {
+  return pin_dir + "/" + bpf_map__name(outer) + "_b" + std::to_string(bank);
+}
+
+Result<int> openOrCreateBank(const std::string& path, const bpf_map* inner, const char* name) {
+  int fd = bpf_obj_get(path.c_str());
+  if (fd >= 0) {
+    return fd;
+  }
+  if (errno != ENOENT) {
+    return Error::fromErrno(errno, "open pinned bank " + path);
+  }
+  LIBBPF_OPTS(bpf_map_create_opts, create_opts, .map_flags = bpf_map__map_flags(inner));
+  fd = bpf_map_create(bpf_map__type(inner), name, bpf_map__key_size(inner),
+                      bpf_map__value_size(inner), bpf_map__max_entries(inner), &create_opts);
+  if (fd < 0) {
+    return Error::fromErrno(errno, std::string("create bank map ") + name);
+  }
+  if (bpf_obj_pin(fd, path.c_str()) != 0) {
+    int err = errno;
+    close(fd);
+    return Error::fromErrno(err, "pin bank map at " + path);
+  }
+  return fd;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Datapath>> Datapath::open(const DatapathOptions& options) {
+  if (auto mounted = ensureBpffs(options.pin_dir); !mounted) {
+    return mounted.error();
+  }
+  std::unique_ptr<Datapath> datapath(new Datapath());
+  datapath->options_ = options;
+
+  LIBBPF_OPTS(bpf_object_open_opts, open_opts, .pin_root_path = options.pin_dir.c_str());
+  datapath->skeleton_ = microseg__open_opts(&open_opts);
+  if (datapath->skeleton_ == nullptr) {
+    return Error::fromErrno(errno, "open BPF object");
+  }
+  if (int err = microseg__load(datapath->skeleton_); err != 0) {
+    return Error::fromErrno(err, std::string("load BPF programs (") + kCapabilityHint + ")");
+  }
+  if (auto prepared = datapath->prepareBanks(); !prepared) {
+    return prepared.error();
+  }
+  if (auto adopted = datapath->readAdoptedState(); !adopted) {
+    return adopted.error();
+  }
+  return datapath;
+}
+
+Datapath::~Datapath() {
+  // Destroying a pinned link only drops our fd: the pin keeps the program attached.
+  for (auto* link : links_) {
+    bpf_link__destroy(link);
+  }
+  for (auto& bank : bank_fds_) {
+    for (int fd : bank) {
+      if (fd > 0) {
+        close(fd);
+      }
+    }
+  }
+  microseg__destroy(skeleton_);
+}
+
+Status Datapath::prepareBanks() {
+  const std::array<bpf_map*, 3> outers = {skeleton_->maps.mseg_wl_v1, skeleton_->maps.mseg_peer_v1,
+                                          skeleton_->maps.mseg_vrd_v1};
+  const std::array<const char*, 3> names = {"mseg_wl_bank", "mseg_peer_bank", "mseg_vrd_bank"};
+  for (uint32_t bank = 0; bank < MSEG_BANKS; bank++) {
+    for (size_t kind = 0; kind < outers.size(); kind++) {
+      auto fd = openOrCreateBank(bankPinPath(options_.pin_dir, outers[kind], bank),
+                                 bpf_map__inner_map(outers[kind]), names[kind]);
+      if (!fd) {
+        return fd.error();
+      }
+      bank_fds_[bank][kind] = *fd;
+      // Idempotent: re-inserting the same inner map repairs a slot a crash left empty.
+      if (bpf_map_update_elem(bpf_map__fd(outers[kind]), &bank, &*fd, BPF_ANY) != 0) {
+        return Error::fromErrno(errno, std::string("install ") + names[kind]);
+      }
+    }
+  }
+  return {};
+}
+
+Status Datapath::readAdoptedState() {
+  auto config = readConfig(bpf_map__fd(skeleton_->maps.mseg_cfg_v1));
+  if (!config) {
+    return config.error();
+  }
+  adopted_version_ = config->policy_version;
+  active_bank_ = config->active_bank < MSEG_BANKS ? config->active_bank : 0;
+
+  auto names = readRuleNames(bpf_map__fd(skeleton_->maps.mseg_rname_v1));
+  if (!names) {
+    return names.error();
+  }
+  rule_names_ = std::move(*names);
+
+  for (uint32_t bank = 0; bank < MSEG_BANKS; bank++) {
+    auto workloads = readMap<mseg_workload_key, mseg_workload>(bank_fds_[bank][0]);
+    auto peers = readMap<mseg_peer_key, mseg_peer>(bank_fds_[bank][1]);
+    auto verdicts = readMap<mseg_verdict_key, mseg_verdict_value>(bank_fds_[bank][2]);
+    if (!workloads || !peers || !verdicts) {
+      return Error(EIO, "read pinned policy bank " + std::to_string(bank));
+    }
+    bank_content_[bank] = BankContent{std::move(*workloads), std::move(*peers),
+                                      std::move(*verdicts)};
+  }
+  return {};
+}
+
+Status Datapath::attach() {
+  OwnedFd cgroup_fd(::open(options_.cgroup_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (cgroup_fd.get() < 0) {
+    return Error::fromErrno(errno, "open cgroup " + options_.cgroup_path);
+  }
+  auto cgroup_id = cgroupIdOf(options_.cgroup_path);
+  if (!cgroup_id) {
+    return cgroup_id.error();
+  }
+  bpf_program* program = nullptr;
+  bpf_object__for_each_program(program, skeleton_->obj) {
+    if (auto attached = attachProgram(program, *cgroup_id, cgroup_fd.get()); !attached) {
+      return attached.error();
+    }
+  }
+  return {};
+}
+
+Status Datapath::attachProgram(bpf_program* program, uint64_t cgroup_id, int cgroup_fd) {
+  auto log = logger("bpf");
+  const std::string name = bpf_program__name(program);
+  const std::string path = options_.pin_dir + "/" + kLinkPrefix + name;
+
+  if (std::filesystem::exists(path)) {
+    bpf_link* pinned = bpf_link__open(path.c_str());
+    if (pinned == nullptr) {
+      return Error::fromErrno(errno, "open pinned link " + path);
+    }
+    links_.push_back(pinned);
+    bpf_link_info info{};
+    uint32_t length = sizeof(info);
+    if (bpf_obj_get_info_by_fd(bpf_link__fd(pinned), &info, &length) != 0) {
+      return Error::fromErrno(errno, "inspect pinned link " + path);
+    }
+    if (info.type != BPF_LINK_TYPE_CGROUP || info.cgroup.cgroup_id != cgroup_id) {
+      return Error(EEXIST, "pinned link " + path + " is attached to another cgroup (id " +
+                               std::to_string(info.cgroup.cgroup_id) +
+                               "); run `microsegctl uninstall --pin-dir " + options_.pin_dir +
+                               "` first or use another --pin-dir");
+    }
+    if (int err = bpf_link__update_program(pinned, program); err != 0) {
+      return Error::fromErrno(err, "replace program of pinned link " + path);
+    }
+    log->debug("adopted pinned link program={} cgroup_id={}", name, cgroup_id);
+    return {};
+  }
+
+  bpf_link* link = bpf_program__attach_cgroup(program, cgroup_fd);
+  if (link == nullptr) {
+    return Error::fromErrno(errno, "attach " + name + " to cgroup " + options_.cgroup_path +
+                                       " (" + kCapabilityHint + ")");
+  }
+  links_.push_back(link);
+  if (int err = bpf_link__pin(link, path.c_str()); err != 0) {
+    return Error::fromErrno(err, "pin link " + path);
+  }
+  log->debug("attached program={} cgroup_id={}", name, cgroup_id);
+  return {};
+}
+
+Status Datapath::apply(const BankContent& desired, const std::map<uint32_t, RuleName>& rule_names,
+                       uint64_t policy_version) {
+  const uint32_t target = 1 - active_bank_;
+  BankContent& current = bank_content_[target];
+  auto& fds = bank_fds_[target];
+  if (auto s = syncMap(fds[0], current.workloads, desired.workloads, "workload map"); !s) {
+    return s;
+  }
+  if (auto s = syncMap(fds[1], current.peers, desired.peers, "inventory trie"); !s) {
+    return s;
+  }
+  if (auto s = syncMap(fds[2], current.verdicts, desired.verdicts, "verdict trie"); !s) {
+    return s;
+  }
+  bank_content_[target] = desired;
+
+  const int names_fd = bpf_map__fd(skeleton_->maps.mseg_rname_v1);
+  for (const auto& [id, rule] : rule_names) {
+    mseg_rule_name entry{};
+    std::strncpy(entry.name, rule.name.c_str(), sizeof(entry.name) - 1);
+    entry.verdict = rule.verdict;
+    if (bpf_map_update_elem(names_fd, &id, &entry, BPF_ANY) != 0) {
+      return Error::fromErrno(errno, "update rule names");
+    }
+  }
+
+  // The switch: one write of the config entry. Programs read the bank index once per verdict.
+  uint32_t zero = 0;
+  mseg_config config{};
+  config.active_bank = target;
+  config.policy_version = policy_version;
+  if (bpf_map_update_elem(bpf_map__fd(skeleton_->maps.mseg_cfg_v1), &zero, &config, BPF_ANY)) {
+    return Error::fromErrno(errno, "switch active policy bank");
+  }
+  active_bank_ = target;
+
+  // Programs run inside RCU read-side sections; a global membarrier waits for an RCU grace
+  // period, after which no program still reads the old bank and it may be rewritten.
+  if (syscall(__NR_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) != 0) {
+    return Error::fromErrno(errno, "wait for readers of the old policy bank (membarrier)");
+  }
+
+  for (const auto& [id, rule] : rule_names_) {
+    if (rule_names.find(id) == rule_names.end()) {
+      bpf_map_delete_elem(names_fd, &id);
+    }
+  }
+  rule_names_ = rule_names;
+  return {};
+}
+
+Result<std::map<uint32_t, uint64_t>> Datapath::ruleHits() const {
+  return sumRuleHits(bpf_map__fd(skeleton_->maps.mseg_rstat_v1), rule_names_);
+}
+
+Result<std::array<uint64_t, MSEG_REASON_MAX>> Datapath::reasonCounts() const {
+  auto totals = sumPerCpu(bpf_map__fd(skeleton_->maps.mseg_reason_v1), MSEG_REASON_MAX);
+  if (!totals) {
+    return totals.error();
+  }
+  std::array<uint64_t, MSEG_REASON_MAX> counts{};
+  for (const auto& [reason, count] : *totals) {
+    counts[reason] = count;
+  }
+  return counts;
+}
+
+Status uninstallDatapath(const std::string& pin_dir) {
+  namespace fs = std::filesystem;
+  std::error_code err;
+  if (!fs::exists(pin_dir, err)) {
+    return {};
+  }
+  // Links first: unpinning the last reference to a link detaches its program.
+  for (const auto& entry : fs::directory_iterator(pin_dir, err)) {
+    if (entry.path().filename().string().rfind(kLinkPrefix, 0) == 0) {
+      fs::remove(entry.path(), err);
+    }
+  }
+  fs::remove_all(pin_dir, err);
+  if (err) {
+    return Error(err.value(), "remove pin directory " + pin_dir + ": " + err.message());
+  }
+  return {};
+}
+
+Result<PinnedCounters> readPinnedCounters(const std::string& pin_dir) {
+  auto openPinned = [&](const char* name) { return bpf_obj_get((pin_dir + "/" + name).c_str()); };
+  OwnedFd config_fd(openPinned("mseg_cfg_v1"));
+  OwnedFd names_fd(openPinned("mseg_rname_v1"));
+  OwnedFd stats_fd(openPinned("mseg_rstat_v1"));
+  OwnedFd reasons_fd(openPinned("mseg_reason_v1"));
+  if (config_fd.get() < 0 || names_fd.get() < 0 || stats_fd.get() < 0 || reasons_fd.get() < 0) {
+    return Error::fromErrno(errno, "open pinned maps in " + pin_dir +
+                                       " (is microsegd running with this --pin-dir?)");
+  }
+
+  PinnedCounters counters;
+  auto config = readConfig(config_fd.get());
+  auto names = readRuleNames(names_fd.get());
+  if (!config || !names) {
+    return Error(EIO, "read pinned policy state in " + pin_dir);
+  }
+  counters.policy_version = config->policy_version;
+  counters.rule_names = std::move(*names);
+  auto hits = sumRuleHits(stats_fd.get(), counters.rule_names);
+  auto reasons = sumPerCpu(reasons_fd.get(), MSEG_REASON_MAX);
+  if (!hits || !reasons) {
+    return Error(EIO, "read pinned counters in " + pin_dir);
+  }
+  counters.rule_hits = std::move(*hits);
+  for (const auto& [reason, count] : *reasons) {
+    counters.reasons[reason] = count;
+  }
+  return counters;
+}
+
+}  // namespace mseg::agent

@@ -1,0 +1,88 @@
+// The kernel side of the agent: loads the BPF programs, pins maps and links so enforcement
+// outlives the agent, adopts what a previous agent pinned, and switches policy banks
+// atomically.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernel_state.hpp"
+#include "mseg/abi.h"
+#include "mseg/result.hpp"
+
+struct microseg;
+struct bpf_link;
+struct bpf_program;
+
+namespace mseg::agent {
+
+struct DatapathOptions {
+  std::string cgroup_path;  // absolute path of the cgroup v2 directory to attach to
+  std::string pin_dir;      // bpffs directory for this agent's maps and links
+};
+
+struct RuleName {
+  std::string name;
+  uint8_t verdict = MSEG_VERDICT_NONE;
+};
+
+class Datapath {
+public:
+  // Loads the programs (reusing maps pinned in pin_dir when present), prepares both policy
+  // banks and reads back the policy state a previous agent left. Does not attach.
+  static Result<std::unique_ptr<Datapath>> open(const DatapathOptions& options);
+  ~Datapath();
+  Datapath(const Datapath&) = delete;
+  Datapath& operator=(const Datapath&) = delete;
+
+  // Attaches every program to the cgroup through pinned links. Links a previous agent pinned
+  // are updated in place to the new programs, so there is no moment without enforcement.
+  Status attach();
+
+  // Writes `desired` into the inactive bank, makes it active in one map write, then waits
+  // until no program can still be reading the old bank. Names are for counter readers.
+  Status apply(const BankContent& desired, const std::map<uint32_t, RuleName>& rule_names,
+               uint64_t policy_version);
+
+  // The policy version a previous agent left enforcing, 0 if none.
+  uint64_t adoptedPolicyVersion() const { return adopted_version_; }
+  const std::map<uint32_t, RuleName>& adoptedRuleNames() const { return rule_names_; }
+
+  // Counter totals over all CPUs since the maps were created.
+  Result<std::map<uint32_t, uint64_t>> ruleHits() const;
+  Result<std::array<uint64_t, MSEG_REASON_MAX>> reasonCounts() const;
+
+private:
+  Datapath() = default;
+  Status prepareBanks();
+  Status readAdoptedState();
+  Status attachProgram(::bpf_program* program, uint64_t cgroup_id, int cgroup_fd);
+
+  DatapathOptions options_;
+  struct microseg* skeleton_ = nullptr;
+  std::vector<struct bpf_link*> links_;
+  // Inner map fds per bank: workloads, peers, verdicts.
+  std::array<std::array<int, 3>, MSEG_BANKS> bank_fds_{};
+  std::array<BankContent, MSEG_BANKS> bank_content_;
+  uint32_t active_bank_ = 0;
+  uint64_t adopted_version_ = 0;
+  std::map<uint32_t, RuleName> rule_names_;
+};
+
+// Detaches and removes everything an agent pinned in `pin_dir`. Enforcement stops.
+Status uninstallDatapath(const std::string& pin_dir);
+
+// Reads counters and rule names from a pin directory without loading anything (for tools).
+struct PinnedCounters {
+  uint64_t policy_version = 0;
+  std::map<uint32_t, RuleName> rule_names;
+  std::map<uint32_t, uint64_t> rule_hits;
+  std::array<uint64_t, MSEG_REASON_MAX> reasons{};
+};
+Result<PinnedCounters> readPinnedCounters(const std::string& pin_dir);
+
+}  // namespace mseg::agent

@@ -1,0 +1,162 @@
+#include "kernel_state.hpp"
+
+#include <arpa/inet.h>
+#include <fnmatch.h>
+
+#include <set>
+
+namespace mseg::agent {
+namespace {
+
+uint32_t workloadFlags(const policy::CompiledWorkload& workload) {
+  uint32_t flags = 0;
+  if (workload.egress_managed) {
+    flags |= MSEG_WL_EGRESS_MANAGED;
+  }
+  if (workload.ingress_managed) {
+    flags |= MSEG_WL_INGRESS_MANAGED;
+  }
+  if (workload.egress_audit) {
+    flags |= MSEG_WL_EGRESS_AUDIT;
+  }
+  if (workload.ingress_audit) {
+    flags |= MSEG_WL_INGRESS_AUDIT;
+  }
+  return flags;
+}
+
+// The uids a workload's keys carry: its resolved users, or "any" when it names none. A
+// workload whose every user is unknown here selects nobody on this host.
+std::vector<uint32_t> keyUids(const policy::CompiledWorkload& workload) {
+  if (!workload.uids.empty()) {
+    return workload.uids;
+  }
+  if (!workload.unresolved_users.empty()) {
+    return {};
+  }
+  return {MSEG_UID_ANY};
+}
+
+void addWorkloadKeys(BankContent& bank, uint64_t cgroup_id,
+                     const policy::CompiledWorkload& workload) {
+  mseg_workload value{};
+  value.id = workload.id;
+  value.flags = workloadFlags(workload);
+  for (uint32_t uid : keyUids(workload)) {
+    mseg_workload_key key{};
+    key.cgroup_id = cgroup_id;
+    key.uid = uid;
+    bank.workloads.emplace(key, value);  // first definition wins
+  }
+}
+
+uint32_t prefixLength(const policy::VerdictEntry& entry) {
+  if (entry.protocol == policy::Protocol::Any) {
+    return MSEG_VERDICT_PREFIX_ANY_PROTO;
+  }
+  return MSEG_VERDICT_PREFIX_ANY_PORT + entry.port_prefix_len;
+}
+
+mseg_verdict_key verdictKey(const policy::VerdictEntry& entry) {
+  mseg_verdict_key key{};
+  key.prefixlen = prefixLength(entry);
+  key.workload_id = entry.workload_id;
+  key.peer_id = entry.peer_id;
+  key.direction = static_cast<uint8_t>(entry.direction);
+  key.protocol = static_cast<uint8_t>(entry.protocol);
+  if (entry.protocol != policy::Protocol::Any) {
+    uint16_t mask = entry.port_prefix_len == 0
+                        ? 0
+                        : static_cast<uint16_t>(0xffffu << (16 - entry.port_prefix_len));
+    key.port = htons(entry.port & mask);  // the trie ignores bits past the prefix; keep them 0
+  }
+  return key;
+}
+
+}  // namespace
+
+void RuleIds::adopt(const std::map<uint32_t, std::string>& existing) {
+  name_of_id_ = existing;
+  next_id_ = existing.empty() ? MSEG_FIRST_RULE_ID
+                              : std::max<uint32_t>(MSEG_FIRST_RULE_ID, existing.rbegin()->first + 1);
+}
+
+std::vector<uint32_t> RuleIds::assign(const policy::CompiledPolicy& policy) {
+  std::unordered_map<std::string, uint32_t> id_of_name;
+  for (const auto& [id, name] : name_of_id_) {
+    id_of_name.emplace(name, id);
+  }
+
+  std::map<uint32_t, std::string> assigned;
+  std::vector<uint32_t> ids(policy::kFirstRuleIndex + policy.rules.size(), MSEG_RULE_NONE);
+  ids[policy::kRuleDefaultDeny] = MSEG_RULE_DEFAULT_DENY;
+  for (const auto& rule : policy.rules) {
+    auto known = id_of_name.find(rule.name);
+    uint32_t id = known != id_of_name.end() ? known->second : next_id_++;
+    // LIMITATION: ids are not reused within one pin directory's life; after MSEG_MAX_RULES
+    // distinct rule names the counters of new rules are not kept (the verdicts still are).
+    if (id >= MSEG_MAX_RULES) {
+      id = MSEG_RULE_NONE;
+    }
+    ids[rule.index] = id;
+    assigned[id] = rule.name;
+  }
+  assigned.erase(MSEG_RULE_NONE);
+  name_of_id_ = std::move(assigned);
+  return ids;
+}
+
+std::vector<WorkloadBinding> bindWorkloads(const policy::CompiledPolicy& policy,
+                                           const std::vector<CgroupEntry>& cgroups) {
+  std::vector<WorkloadBinding> bindings;
+  for (const auto& cgroup : cgroups) {
+    for (const auto& workload : policy.workloads) {
+      bool selected = false;
+      for (const auto& pattern : workload.cgroup_patterns) {
+        if (fnmatch(pattern.c_str(), cgroup.relative_path.c_str(), FNM_PATHNAME) == 0) {
+          selected = true;
+          break;
+        }
+      }
+      if (selected) {
+        bindings.push_back({cgroup.id, cgroup.relative_path, workload.id});
+        break;
+      }
+    }
+  }
+  return bindings;
+}
+
+BankContent buildBank(const policy::CompiledPolicy& policy,
+                      const std::vector<WorkloadBinding>& bindings,
+                      const std::vector<uint32_t>& rule_ids) {
+  BankContent bank;
+  std::unordered_map<uint32_t, const policy::CompiledWorkload*> workload_of_id;
+  for (const auto& workload : policy.workloads) {
+    workload_of_id[workload.id] = &workload;
+    if (workload.cgroup_patterns.empty()) {
+      addWorkloadKeys(bank, 0, workload);  // selected by user alone, in any cgroup
+    }
+  }
+  for (const auto& binding : bindings) {
+    addWorkloadKeys(bank, binding.cgroup_id, *workload_of_id.at(binding.workload_id));
+  }
+
+  for (const auto& prefix : policy.prefixes) {
+    mseg_peer_key key{};
+    key.prefixlen = prefix.prefix_len;
+    std::memcpy(key.addr, prefix.address.data(), sizeof(key.addr));
+    bank.peers[key] = mseg_peer{prefix.peer_id};
+  }
+
+  for (const auto& entry : policy.entries) {
+    mseg_verdict_value value{};
+    value.verdict = static_cast<uint8_t>(entry.verdict);
+    value.rule_id = entry.rule_index < rule_ids.size() ? rule_ids[entry.rule_index]
+                                                       : MSEG_RULE_NONE;
+    bank.verdicts[verdictKey(entry)] = value;
+  }
+  return bank;
+}
+
+}  // namespace mseg::agent

@@ -1,0 +1,77 @@
+// The desired content of one policy bank: what the kernel's workload, inventory and verdict
+// maps must hold for a compiled policy and the cgroups that exist now. Pure computation, no
+// kernel access, so it is unit-tested without root.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "cgroups.hpp"
+#include "mseg/abi.h"
+#include "mseg/policy/compiled.hpp"
+
+namespace mseg::agent {
+
+// Hash and equality over the raw bytes of an ABI struct. Sound because ABI structs have no
+// implicit padding and we zero explicit padding.
+template <typename T>
+struct BytesHash {
+  size_t operator()(const T& value) const {
+    return std::hash<std::string_view>{}(
+        std::string_view(reinterpret_cast<const char*>(&value), sizeof(T)));
+  }
+};
+template <typename T>
+struct BytesEqual {
+  bool operator()(const T& a, const T& b) const { return std::memcmp(&a, &b, sizeof(T)) == 0; }
+};
+template <typename K, typename V>
+using MapContent = std::unordered_map<K, V, BytesHash<K>, BytesEqual<K>>;
+
+struct BankContent {
+  MapContent<mseg_workload_key, mseg_workload> workloads;
+  MapContent<mseg_peer_key, mseg_peer> peers;
+  MapContent<mseg_verdict_key, mseg_verdict_value> verdicts;
+};
+
+// Stable kernel rule ids. Counters are indexed by id, so a rule keeps its id (and its counts)
+// across policy versions as long as its "segment/rule" name stays; new names get fresh ids.
+class RuleIds {
+public:
+  // Starts from the names a previous agent left pinned.
+  void adopt(const std::map<uint32_t, std::string>& existing);
+
+  // Assigns ids to every rule of `policy` and returns them indexed by the compiler's rule
+  // index (reserved indices map to the reserved ids). Names gone from the policy are released.
+  std::vector<uint32_t> assign(const policy::CompiledPolicy& policy);
+
+  const std::map<uint32_t, std::string>& names() const { return name_of_id_; }
+
+private:
+  std::map<uint32_t, std::string> name_of_id_;
+  uint32_t next_id_ = MSEG_FIRST_RULE_ID;
+};
+
+// A cgroup that a workload definition selects.
+struct WorkloadBinding {
+  uint64_t cgroup_id = 0;
+  std::string cgroup_path;  // relative to the attach cgroup
+  uint32_t workload_id = 0;
+};
+
+// Matches every cgroup against the workloads' cgroup patterns (fnmatch, '/' matched only
+// literally). A cgroup selected by several workloads goes to the first in policy order.
+std::vector<WorkloadBinding> bindWorkloads(const policy::CompiledPolicy& policy,
+                                           const std::vector<CgroupEntry>& cgroups);
+
+// The bank content for `policy`. `rule_ids` comes from RuleIds::assign.
+BankContent buildBank(const policy::CompiledPolicy& policy,
+                      const std::vector<WorkloadBinding>& bindings,
+                      const std::vector<uint32_t>& rule_ids);
+
+}  // namespace mseg::agent

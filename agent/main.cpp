@@ -1,0 +1,36 @@
+// microsegd: the microseg enforcement agent. See `microsegd --help` and docs/.
+#include <cstdio>
+
+#include "agent.hpp"
+#include "config.hpp"
+#include "logging.hpp"
+
+#ifndef MSEG_VERSION
+#define MSEG_VERSION "unknown"
+#endif
+
+int main(int argc, char** argv) {
+  auto command = mseg::agent::parseCommandLine(argc, argv);
+  if (!command) {
+    std::fprintf(stderr, "microsegd: %s\n", command.error().message().c_str());
+    return 2;
+  }
+  if (command->show_help) {
+    std::fputs(mseg::agent::usageText(), stdout);
+    return 0;
+  }
+  if (command->show_version) {
+    std::printf("microsegd %s\n", MSEG_VERSION);
+    return 0;
+  }
+
+  mseg::agent::setUpLogging(command->config.log_level);
+  auto log = mseg::agent::logger("agent");
+  log->info("starting version={} policy={}", MSEG_VERSION, command->config.policy_path);
+  auto agent = mseg::agent::Agent::start(command->config);
+  if (!agent) {
+    log->critical("cannot start: {}", agent.error().message());
+    return 1;
+  }
+  return (*agent)->run();
+}
