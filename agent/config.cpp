@@ -90,8 +90,9 @@ Status loadConfigFile(const std::string& path, AgentConfig& config) {
   text << file.rdbuf();
 
   policy::Diagnostics diagnostics;
-  auto tree = policy::parseYaml(text.str(), path, diagnostics);
-  if (tree && !tree->isNull()) {
+  auto document = policy::parseYaml(text.str(), path, diagnostics);
+  const policy::YamlNode* tree = document ? &document->root() : nullptr;
+  if (tree != nullptr && !tree->isNull()) {
     policy::YamlReader reader(path, diagnostics);
     if (reader.expectMapping(*tree, "configuration")) {
       reader.checkFields(*tree, "configuration",

@@ -154,7 +154,13 @@ std::string bankPinPath(const std::string& pin_dir, const bpf_map* outer, uint32
   return pin_dir + "/" + bpf_map__name(outer) + "_b" + std::to_string(bank);
 }
 
-Result<int> openOrCreateBank(const std::string& path, const bpf_map* inner, const char* name) {
+BankMapSpec bankMapSpec(const bpf_map* outer) {
+  const bpf_map* inner = bpf_map__inner_map(const_cast<bpf_map*>(outer));
+  return {bpf_map__type(inner), bpf_map__key_size(inner), bpf_map__value_size(inner),
+          bpf_map__max_entries(inner), bpf_map__map_flags(inner)};
+}
+
+Result<int> openOrCreateBank(const std::string& path, const BankMapSpec& spec, const char* name) {
   int fd = bpf_obj_get(path.c_str());
   if (fd >= 0) {
     return fd;
@@ -162,9 +168,9 @@ Result<int> openOrCreateBank(const std::string& path, const bpf_map* inner, cons
   if (errno != ENOENT) {
     return Error::fromErrno(errno, "open pinned bank " + path);
   }
-  LIBBPF_OPTS(bpf_map_create_opts, create_opts, .map_flags = bpf_map__map_flags(inner));
-  fd = bpf_map_create(bpf_map__type(inner), name, bpf_map__key_size(inner),
-                      bpf_map__value_size(inner), bpf_map__max_entries(inner), &create_opts);
+  LIBBPF_OPTS(bpf_map_create_opts, create_opts, .map_flags = spec.flags);
+  fd = bpf_map_create(static_cast<bpf_map_type>(spec.type), name, spec.key_size, spec.value_size, spec.max_entries,
+                      &create_opts);
   if (fd < 0) {
     return Error::fromErrno(errno, std::string("create bank map ") + name);
   }
@@ -189,6 +195,9 @@ Result<std::unique_ptr<Datapath>> Datapath::open(const DatapathOptions& options)
   datapath->skeleton_ = microseg__open_opts(&open_opts);
   if (datapath->skeleton_ == nullptr) {
     return Error::fromErrno(errno, "open BPF object");
+  }
+  for (size_t kind = 0; kind < kBankMaps; kind++) {
+    datapath->bank_specs_[kind] = bankMapSpec(datapath->outerMap(kind));
   }
   if (int err = microseg__load(datapath->skeleton_); err != 0) {
     return Error::fromErrno(err, std::string("load BPF programs (") + kCapabilityHint + ")");
@@ -217,20 +226,26 @@ Datapath::~Datapath() {
   microseg__destroy(skeleton_);
 }
 
+bpf_map* Datapath::outerMap(size_t kind) const {
+  const std::array<bpf_map*, kBankMaps> outers = {
+      skeleton_->maps.mseg_wl_v1, skeleton_->maps.mseg_peer_v1, skeleton_->maps.mseg_vrd_v1};
+  return outers[kind];
+}
+
 Status Datapath::prepareBanks() {
-  const std::array<bpf_map*, 3> outers = {skeleton_->maps.mseg_wl_v1, skeleton_->maps.mseg_peer_v1,
-                                          skeleton_->maps.mseg_vrd_v1};
-  const std::array<const char*, 3> names = {"mseg_wl_bank", "mseg_peer_bank", "mseg_vrd_bank"};
+  const std::array<const char*, kBankMaps> names = {"mseg_wl_bank", "mseg_peer_bank",
+                                                    "mseg_vrd_bank"};
   for (uint32_t bank = 0; bank < MSEG_BANKS; bank++) {
-    for (size_t kind = 0; kind < outers.size(); kind++) {
-      auto fd = openOrCreateBank(bankPinPath(options_.pin_dir, outers[kind], bank),
-                                 bpf_map__inner_map(outers[kind]), names[kind]);
+    for (size_t kind = 0; kind < kBankMaps; kind++) {
+      bpf_map* outer = outerMap(kind);
+      auto fd = openOrCreateBank(bankPinPath(options_.pin_dir, outer, bank), bank_specs_[kind],
+                                 names[kind]);
       if (!fd) {
         return fd.error();
       }
       bank_fds_[bank][kind] = *fd;
       // Idempotent: re-inserting the same inner map repairs a slot a crash left empty.
-      if (bpf_map_update_elem(bpf_map__fd(outers[kind]), &bank, &*fd, BPF_ANY) != 0) {
+      if (bpf_map_update_elem(bpf_map__fd(outer), &bank, &*fd, BPF_ANY) != 0) {
         return Error::fromErrno(errno, std::string("install ") + names[kind]);
       }
     }
@@ -374,6 +389,14 @@ Status Datapath::apply(const BankContent& desired, const std::map<uint32_t, Rule
   }
   rule_names_ = rule_names;
   return {};
+}
+
+Result<int> Datapath::programFd(const std::string& name) const {
+  bpf_program* program = bpf_object__find_program_by_name(skeleton_->obj, name.c_str());
+  if (program == nullptr) {
+    return Error(ENOENT, "no BPF program named " + name);
+  }
+  return bpf_program__fd(program);
 }
 
 Result<std::map<uint32_t, uint64_t>> Datapath::ruleHits() const {

@@ -16,9 +16,20 @@
 
 struct microseg;
 struct bpf_link;
+struct bpf_map;
 struct bpf_program;
 
 namespace mseg::agent {
+
+// What a bank's inner map looks like; read from the object before load, because libbpf frees
+// its inner map templates once the outer maps exist.
+struct BankMapSpec {
+  uint32_t type = 0;  // enum bpf_map_type
+  uint32_t key_size = 0;
+  uint32_t value_size = 0;
+  uint32_t max_entries = 0;
+  uint32_t flags = 0;
+};
 
 struct DatapathOptions {
   std::string cgroup_path;  // absolute path of the cgroup v2 directory to attach to
@@ -52,12 +63,19 @@ public:
   uint64_t adoptedPolicyVersion() const { return adopted_version_; }
   const std::map<uint32_t, RuleName>& adoptedRuleNames() const { return rule_names_; }
 
+  // The fd of a loaded program by its name (e.g. "mseg_egress"), for BPF_PROG_TEST_RUN in tests.
+  Result<int> programFd(const std::string& name) const;
+
   // Counter totals over all CPUs since the maps were created.
   Result<std::map<uint32_t, uint64_t>> ruleHits() const;
   Result<std::array<uint64_t, MSEG_REASON_MAX>> reasonCounts() const;
 
 private:
   Datapath() = default;
+  // Each bank has three maps: workloads, inventory prefixes, verdicts, in that order.
+  static constexpr size_t kBankMaps = 3;
+
+  ::bpf_map* outerMap(size_t kind) const;
   Status prepareBanks();
   Status readAdoptedState();
   Status attachProgram(::bpf_program* program, uint64_t cgroup_id, int cgroup_fd);
@@ -65,8 +83,8 @@ private:
   DatapathOptions options_;
   struct microseg* skeleton_ = nullptr;
   std::vector<struct bpf_link*> links_;
-  // Inner map fds per bank: workloads, peers, verdicts.
-  std::array<std::array<int, 3>, MSEG_BANKS> bank_fds_{};
+  std::array<std::array<int, kBankMaps>, MSEG_BANKS> bank_fds_{};
+  std::array<BankMapSpec, kBankMaps> bank_specs_{};
   std::array<BankContent, MSEG_BANKS> bank_content_;
   uint32_t active_bank_ = 0;
   uint64_t adopted_version_ = 0;
