@@ -1,0 +1,56 @@
+// Runs the real microsegd binary for integration tests, the way an operator starts it, and
+// reads what it reports.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "datapath.hpp"
+#include "mseg/result.hpp"
+#include "support/subprocess.hpp"
+
+namespace mseg::testing {
+
+// One agent's settings and files: a policy file, a state directory and a pin directory that
+// belong to this test alone. The destructor stops the agent and removes every pin.
+class AgentHarness {
+public:
+  explicit AgentHarness(std::filesystem::path attach_cgroup);
+  ~AgentHarness();
+  AgentHarness(const AgentHarness&) = delete;
+  AgentHarness& operator=(const AgentHarness&) = delete;
+
+  void writePolicy(const std::string& text) const;
+  const std::filesystem::path& policyPath() const { return policy_path_; }
+  const std::string& pinDir() const { return pin_dir_; }
+
+  // Starts microsegd and waits until it reports enforcing (status file with its pid).
+  Status start();
+  // Starts microsegd without waiting; for tests of failing starts.
+  Result<Subprocess> launch() const;
+  // SIGKILL, as a crash would.
+  void crash();
+  // SIGHUP, then waits until the status file shows a version above `after`.
+  Status reloadAndWait(uint64_t after);
+  // Sends SIGHUP without waiting.
+  void reload() const;
+
+  std::optional<uint64_t> policyVersion() const;
+  std::string lastError() const;
+  // Total hits of a rule by its "segment/rule" name, from the pinned maps.
+  uint64_t ruleHits(const std::string& rule_name) const;
+  Result<agent::PinnedCounters> counters() const;
+  const Subprocess* process() const { return process_ ? &*process_ : nullptr; }
+
+private:
+  std::filesystem::path attach_cgroup_;
+  std::filesystem::path work_dir_;
+  std::filesystem::path policy_path_;
+  std::string pin_dir_;
+  std::optional<Subprocess> process_;
+};
+
+}  // namespace mseg::testing
