@@ -64,23 +64,21 @@ readonly HOSTS=(
 #   expect: allow  the connection must succeed;
 #           audit  it must succeed and the agent records that the policy would deny it;
 #           deny   it must fail.
-# The agent engineer adjusts this table when the agent's behaviour is settled.
 readonly CHECKS=(
   "allow|erp-app|erp-db:5432/tcp|app-to-db|psql 198.18.0.10"
   "allow|erp-app|erp-db:5432/tcp|app-to-db over ipv6|psql fd00:6d73::10"
-  "deny|crm-web|erp-db:5432/tcp|no-web-to-db|psql 198.18.0.10"
-  "allow|erp-sync|erp-db:5432/tcp|sync-to-db|psql 198.18.0.10"
+  "deny|crm-web|erp-db:5432/tcp|no-web-to-db (deny beats allow)|psql 198.18.0.10"
+  "allow|erp-sync|erp-db:5432/tcp|sync-to-db (audit segment)|psql 198.18.0.10"
   "allow|crm-web|erp-app:8080/tcp|web-to-app-api|http http://198.18.0.20:8080/"
   "allow|office|crm-web:80/tcp|office-to-web|http http://198.18.0.30/"
   "allow|office|crm-web:80/tcp|office-to-web over ipv6|http http://[fd00:6d73::30]/"
-  "deny|saas|crm-web:80/tcp|not office: crm-web ingress default deny|http http://198.18.0.30/"
-  "audit|erp-sync|saas:443/tcp|sync-to-saas (audit segment)|http http://198.19.0.10:443/"
-  "deny|erp-sync|crm-web:80/tcp|egress audit, crm-web ingress denies|http http://198.18.0.30/"
-  "allow|mgmt|erp-db/icmp|mgmt-ping|ping 198.18.0.10"
-  "allow|mgmt|erp-db/icmpv6|mgmt-ping6|ping fd00:6d73::10"
-  "deny|office|erp-db/icmp|erp-db ingress default deny|ping 198.18.0.10"
+  "deny|saas|crm-web:80/tcp|crm-web ingress default deny|http http://198.18.0.30/"
+  "allow|erp-sync|saas:443/tcp|sync-to-saas (audit segment)|http http://198.19.0.10:443/"
+  "audit|erp-sync|saas:53/udp|would deny: sync-dns covers world only|udp 198.19.0.10 53"
+  "deny|erp-sync|crm-web:80/tcp|erp-sync egress audits, crm-web ingress denies|http http://198.18.0.30/"
   "deny|erp-app|saas:443/tcp|erp-app egress default deny|http http://198.19.0.10:443/"
-  "audit|erp-sync|saas:53/udp|saas is in inventory: sync-dns misses, would deny|udp 198.19.0.10 53"
+  "deny|erp-app|erp-db/icmp|erp-app egress default deny, judged per packet|ping 198.18.0.10"
+  "allow|mgmt|erp-db/icmp|not judged: erp-db's kernel answers echo|ping 198.18.0.10"
 )
 
 # Set to 1 by start_agent once the agent enforces; demo then judges each check.
@@ -456,32 +454,64 @@ lab_up() {
 
 # --- agent -------------------------------------------------------------------------------------
 
-# start_agent: starts the microseg agent on the lab and returns once it enforces.
-# The agent engineer fills this in: run, in the background, from the root network namespace and
-# outside the lab cgroup,
-#   "$REPO_ROOT/build/agent/microsegd" --policy "$REPO_ROOT/examples/erp-crm.yaml" \
-#     --cgroup "$LAB_CG" --state-dir "$STATE_DIR/agent" --pin-dir "$PIN_DIR" \
-#     >"$LOG_DIR/agent.log" 2>&1 &
-# write its pid to "$STATE_DIR/agent.pid", poll with a deadline (wait_ready) until it reports that
-# the policy is applied, and set AGENT_STARTED=1 so that demo judges each check.
+# The agent's binaries: built by scripts/build.sh into build/ (or $MSEG_BUILD_DIR).
+readonly BUILD_DIR=${MSEG_BUILD_DIR:-$REPO_ROOT/build}
+readonly MICROSEGD=$BUILD_DIR/agent/microsegd
+readonly MICROSEGCTL=$BUILD_DIR/agent/microsegctl
+
+# start_agent: starts microsegd on the lab cgroup, from the root network namespace and outside
+# the lab cgroup, and returns once it reports that it enforces the policy.
 start_agent() {
-  log "start_agent is not written yet: the checks run without enforcement and are not judged"
+  [[ -x $MICROSEGD ]] || die "$MICROSEGD is not built; run scripts/build.sh"
+  mkdir -p "$STATE_DIR/agent"
+  rm -f "$STATE_DIR/agent/status.json"
+  "$MICROSEGD" --policy "$REPO_ROOT/examples/erp-crm.yaml" --cgroup "$LAB_CG" \
+    --state-dir "$STATE_DIR/agent" --pin-dir "$PIN_DIR" --stats-interval 1 \
+    >"$LOG_DIR/agent.log" 2>&1 &
+  local pid=$!
+  echo "$pid" >"$STATE_DIR/agent.pid"
+  wait_ready microsegd "$pid" "$LOG_DIR/agent.log" agent_enforcing "$pid"
+  AGENT_STARTED=1
+  log "microsegd enforces examples/erp-crm.yaml on $LAB_CG (pid $pid, log $LOG_DIR/agent.log)"
 }
 
-# stop_agent: stops the agent that start_agent started, if any; safe when none runs. The agent
-# engineer adds what the agent leaves behind (for example pinned objects under $PIN_DIR).
+agent_enforcing() {
+  local pid=$1
+  grep -q "\"pid\": $pid," "$STATE_DIR/agent/status.json" 2>/dev/null
+}
+
+# stop_agent: stops the agent that start_agent started, if any, then removes what it attached
+# and pinned (the agent itself leaves its programs enforcing on purpose). Safe when none runs.
 stop_agent() {
   local pidfile=$STATE_DIR/agent.pid pid deadline
-  [[ -f $pidfile ]] || return 0
-  pid=$(<"$pidfile")
-  if kill -TERM "$pid" 2>/dev/null; then
-    deadline=$((SECONDS + 10))
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
-      sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
+  if [[ -f $pidfile ]]; then
+    pid=$(<"$pidfile")
+    if kill -TERM "$pid" 2>/dev/null; then
+      deadline=$((SECONDS + 10))
+      while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
+        sleep 0.1
+      done
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$pidfile"
   fi
-  rm -f "$pidfile"
+  if [[ -d $PIN_DIR ]]; then
+    if [[ -x $MICROSEGCTL ]]; then
+      "$MICROSEGCTL" uninstall --pin-dir "$PIN_DIR" >/dev/null
+    else
+      rm -rf "$PIN_DIR"
+    fi
+  fi
+}
+
+# Shows what the agent reported: its per-rule counters, and the audit and deny summaries it
+# logged (one line per rule and second with new hits, never one per packet).
+show_agent_report() {
+  sleep 1.5  # the agent summarises counter changes once a second in the lab
+  printf '\n--- microsegctl counters (per-rule verdict counters in the kernel) ---\n'
+  "$MICROSEGCTL" counters --pin-dir "$PIN_DIR"
+  printf '\n--- what microsegd logged about denied and would-deny traffic ---\n'
+  grep -E "traffic (denied|would be denied)" "$LOG_DIR/agent.log" | sed 's/^/  /' || true
 }
 
 # --- demo --------------------------------------------------------------------------------------
@@ -557,9 +587,12 @@ run_checks() {
 }
 
 lab_demo() {
+  local result=0
   lab_up
   start_agent
-  run_checks
+  run_checks || result=$?
+  show_agent_report
+  return "$result"
 }
 
 # --- teardown ----------------------------------------------------------------------------------
