@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "capabilities.hpp"
 #include "cgroups.hpp"
 #include "logging.hpp"
 #include "microseg.skel.h"
@@ -21,8 +22,8 @@ namespace {
 
 constexpr const char* kLinkPrefix = "link_";
 constexpr const char* kCapabilityHint =
-    "the agent needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root), and a kernel with "
-    "cgroup BPF (CONFIG_CGROUP_BPF) and BTF";
+    "the agent needs CAP_BPF and CAP_NET_ADMIN, and a kernel with cgroup BPF "
+    "(CONFIG_CGROUP_BPF), BPF links and BTF (5.8 or later)";
 
 // An fd that closes itself.
 class OwnedFd {
@@ -185,6 +186,14 @@ Result<int> openOrCreateBank(const std::string& path, const BankMapSpec& spec, c
 }  // namespace
 
 Result<std::unique_ptr<Datapath>> Datapath::open(const DatapathOptions& options) {
+  if (auto missing = missingCapabilities(); !missing.empty()) {
+    std::string names;
+    for (const auto& name : missing) {
+      names += (names.empty() ? "" : ", ") + name;
+    }
+    return Error(EPERM, "missing capabilities: " + names +
+                            " (run as root, or grant CAP_BPF and CAP_NET_ADMIN)");
+  }
   if (auto mounted = ensureBpffs(options.pin_dir); !mounted) {
     return mounted.error();
   }

@@ -55,16 +55,18 @@ void AgentHarness::writePolicy(const std::string& text) const {
   std::ofstream(policy_path_, std::ios::trunc) << text;
 }
 
-Result<Subprocess> AgentHarness::launch() const {
-  return Subprocess::start({MSEG_MICROSEGD, "--policy", policy_path_.string(), "--cgroup",
-                            attach_cgroup_.string(), "--pin-dir", pin_dir_, "--state-dir",
-                            (work_dir_ / "state").string(), "--stats-interval", "0"});
+Result<Subprocess> AgentHarness::launch(const std::vector<std::string>& wrapper) const {
+  std::vector<std::string> argv = wrapper;
+  argv.insert(argv.end(), {MSEG_MICROSEGD, "--policy", policy_path_.string(), "--cgroup",
+                           attach_cgroup_.string(), "--pin-dir", pin_dir_, "--state-dir",
+                           (work_dir_ / "state").string(), "--stats-interval", "0"});
+  return Subprocess::start(argv);
 }
 
-Status AgentHarness::start() {
+Status AgentHarness::start(const std::vector<std::string>& wrapper) {
   std::error_code err;
   fs::remove(work_dir_ / "state" / "status.json", err);
-  auto started = launch();
+  auto started = launch(wrapper);
   if (!started) {
     return started.error();
   }

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "datapath.hpp"
 #include "mseg/result.hpp"
@@ -28,9 +29,10 @@ public:
   const std::string& pinDir() const { return pin_dir_; }
 
   // Starts microsegd and waits until it reports enforcing (status file with its pid).
-  Status start();
+  // `wrapper` runs before it on the command line, e.g. setpriv to reduce capabilities.
+  Status start(const std::vector<std::string>& wrapper = {});
   // Starts microsegd without waiting; for tests of failing starts.
-  Result<Subprocess> launch() const;
+  Result<Subprocess> launch(const std::vector<std::string>& wrapper = {}) const;
   // SIGKILL, as a crash would.
   void crash();
   // SIGHUP, then waits until the status file shows a version above `after`.

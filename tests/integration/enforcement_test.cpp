@@ -427,6 +427,31 @@ TEST_F(EnforcementPrivilegedTest, ReloadWithBadPolicyKeepsTheOldOne) {
   EXPECT_EQ(connectFrom(client(), kServer4, 7002), EPERM);
 }
 
+// The smallest capability set: the agent runs as root
+// but with a bounding set of CAP_BPF and CAP_NET_ADMIN only.
+TEST_F(EnforcementPrivilegedTest, EnforcesWithOnlyCapBpfAndCapNetAdmin) {
+  serveTcp(7001);
+  serveTcp(7002);
+
+  ASSERT_TRUE(agent_->start({"setpriv", "--bounding-set", "-all,+bpf,+net_admin", "--inh-caps",
+                             "-all", "--"}));
+
+  EXPECT_EQ(connectFrom(client(), kServer4, 7001), 0);
+  EXPECT_EQ(connectFrom(client(), kServer4, 7002), EPERM);
+}
+
+TEST_F(EnforcementPrivilegedTest, NamesTheMissingCapability) {
+  auto started = agent_->launch(
+      {"setpriv", "--bounding-set", "-all,+net_admin", "--inh-caps", "-all", "--"});
+  ASSERT_TRUE(started);
+  auto status = started->wait(20s);
+
+  ASSERT_TRUE(status);
+  EXPECT_NE(*status, 0);
+  EXPECT_NE(started->err().find("missing capabilities: CAP_BPF"), std::string::npos)
+      << started->err();
+}
+
 // A cgroup created after the agent started, selected only by a glob, is labelled by the agent
 // watching the tree. The delay is printed; docs/architecture.md reports it.
 TEST_F(EnforcementPrivilegedTest, GlobSelectsCgroupCreatedAfterStart) {
