@@ -28,7 +28,11 @@ static __always_inline __u32 current_uid(void)
 	return (__u32)bpf_get_current_uid_gid();
 }
 
-/* Judges an egress connection or datagram from a socket-address hook; 1 passes, 0 refuses. */
+/*
+ * Judges an egress connection or datagram from a socket-address hook; 1 passes, 0 refuses.
+ * LIMITATION: the workload is the calling task's (cgroup and uid), while packet hooks use the
+ * socket's; they differ only for a socket handed to a process of another workload.
+ */
 static __always_inline int judge_sock_addr(struct bpf_sock_addr *ctx, const __u8 peer_addr[16],
 					   struct mseg_judgement *judgement)
 {
@@ -220,6 +224,10 @@ static __always_inline int tcp_opens_connection(const struct bpf_sock *sk,
 	return (pkt->tcp_flags & (MSEG_TCP_FLAG_SYN | MSEG_TCP_FLAG_ACK)) == MSEG_TCP_FLAG_SYN;
 }
 
+/*
+ * LIMITATION: echo requests the kernel answers itself reach no socket, so no cgroup program
+ * sees them; only a workload's own pings are judged (on egress).
+ */
 SEC("cgroup_skb/ingress")
 int mseg_ingress(struct __sk_buff *skb)
 {

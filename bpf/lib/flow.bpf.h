@@ -4,6 +4,9 @@
  * state tells an admitted connection from a new one. A UDP server's unconnected socket and an
  * ICMP echo have no such state, so the first packet of a flow that policy admits is remembered
  * here, and packets of that flow in either direction are not judged again.
+ *
+ * TODO: flows stay admitted until the LRU evicts them, even across policy changes; the agent
+ * should expire idle flows (UDP idle timeout) so a changed policy applies to them too.
  */
 #ifndef MSEG_FLOW_BPF_H
 #define MSEG_FLOW_BPF_H

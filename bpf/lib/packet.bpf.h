@@ -132,6 +132,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct mseg_packet 
 		}
 		next = ext[0];
 	}
+	/* LIMITATION: longer chains are judged by the last header type seen. */
 	if (ipv6_is_extension(next)) {
 		count_reason(MSEG_REASON_IPV6_EXT_HEADER);
 		pkt->protocol = next;

@@ -72,6 +72,9 @@ static __always_inline struct mseg_workload *lookup_workload_key(void *workloads
  * The workload of a socket: the deepest selected cgroup among the socket's cgroup and its
  * ancestors wins, so a service's sub-cgroups belong to it without the agent knowing them.
  * Walking from the root down stops where the ancestor chain ends.
+ *
+ * LIMITATION: the executable is not part of the identity; reading it needs BPF LSM or fentry
+ * programs, which the kernels we target refuse.
  */
 static __always_inline int find_workload(void *workloads, void *ctx, enum mseg_cgroup_source source,
 					 __u32 uid, struct mseg_workload *out)
@@ -104,6 +107,7 @@ static __always_inline int workload_managed(const struct mseg_workload *workload
 	return (workload->flags & flag) != 0;
 }
 
+/* LIMITATION: loopback is judged like any address: world unless the inventory lists it. */
 static __always_inline __u32 peer_identity(void *peers, const __u8 addr[16])
 {
 	struct mseg_peer_key key = { .prefixlen = 128 };
