@@ -629,8 +629,10 @@ private:
   }
 
   // An allow rule is wholly shadowed when each of its entries loses to one deny entry, so it
-  // never decides a flow. Coverage by the union of several narrower denies is not detected;
-  // that would need interval arithmetic per key.
+  // never decides a flow.
+  // LIMITATION: an allow covered only by the union of several narrower denies (an allow of
+  // ports 8-15 under denies of 8-11 and 12-15) is not reported; that would need interval
+  // arithmetic per key.
   void warnShadowedRules() {
     for (size_t i = 0; i < shadows_.size(); ++i) {
       const ShadowState& state = shadows_[i];
