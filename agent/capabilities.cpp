@@ -11,6 +11,7 @@ namespace {
 
 // Not in Debian 12's libc headers for every architecture: the kernel's numbers (5.8+).
 constexpr int kCapNetAdmin = 12;
+constexpr int kCapPerfmon = 38;
 constexpr int kCapBpf = 39;
 
 bool hasEffective(const __user_cap_data_struct (&data)[2], int capability) {
@@ -31,6 +32,9 @@ std::vector<std::string> missingCapabilities() {
   }
   if (!hasEffective(data, kCapNetAdmin)) {
     missing.emplace_back("CAP_NET_ADMIN");
+  }
+  if (!hasEffective(data, kCapPerfmon)) {
+    missing.emplace_back("CAP_PERFMON");
   }
   return missing;
 }

@@ -22,7 +22,7 @@ namespace {
 
 constexpr const char* kLinkPrefix = "link_";
 constexpr const char* kCapabilityHint =
-    "the agent needs CAP_BPF and CAP_NET_ADMIN, and a kernel with cgroup BPF "
+    "the agent needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, and a kernel with cgroup BPF "
     "(CONFIG_CGROUP_BPF), BPF links and BTF (5.8 or later)";
 
 // An fd that closes itself.
@@ -192,7 +192,7 @@ Result<std::unique_ptr<Datapath>> Datapath::open(const DatapathOptions& options)
       names += (names.empty() ? "" : ", ") + name;
     }
     return Error(EPERM, "missing capabilities: " + names +
-                            " (run as root, or grant CAP_BPF and CAP_NET_ADMIN)");
+                            " (run as root, or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)");
   }
   if (auto mounted = ensureBpffs(options.pin_dir); !mounted) {
     return mounted.error();

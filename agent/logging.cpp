@@ -36,9 +36,17 @@ spdlog::sink_ptr sharedSink() {
 // libbpf prints verifier logs and load failures through this hook; they belong in the `bpf`
 // logger, at debug unless libbpf calls them warnings.
 int libbpfPrint(enum libbpf_print_level level, const char* format, va_list args) {
-  char line[1024];
-  std::vsnprintf(line, sizeof(line), format, args);
-  std::string text(line);
+  // Verifier logs arrive as one message of many kilobytes: size the buffer to fit.
+  va_list measure;
+  va_copy(measure, args);
+  int length = std::vsnprintf(nullptr, 0, format, measure);
+  va_end(measure);
+  if (length < 0) {
+    return 0;
+  }
+  std::string text(static_cast<size_t>(length) + 1, '\0');
+  std::vsnprintf(text.data(), text.size(), format, args);
+  text.resize(static_cast<size_t>(length));
   while (!text.empty() && text.back() == '\n') {
     text.pop_back();
   }

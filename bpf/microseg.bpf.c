@@ -1,14 +1,16 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * microseg's entry programs, one per cgroup hook. Each is a thin adapter from its context to
- * the shared logic in lib/: find the workload, skip what is not managed, judge, count, decide.
+ * the shared logic in lib/: find the workload, skip what is not managed, judge, count, report.
  *
  * Who judges what:
  *   connect4/6    TCP connects and UDP connects, by destination.
  *   sendmsg4/6    unconnected UDP, per datagram destination; replies of admitted flows pass.
- *   skb egress    ICMP, raw sockets and every other protocol the socket hooks never see.
+ *   skb egress    ICMP, raw sockets and every other protocol the socket hooks never see;
+ *                 counts the bytes of datagram flows.
  *   skb ingress   new inbound TCP connections (SYN to a listener), UDP datagrams of flows not
  *                 yet admitted, ICMP and other protocols; replies of admitted flows pass.
+ *   sockops       reports when admitted TCP connections start and end, with their counters.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_endian.h>
@@ -17,6 +19,7 @@
 #include "lib/flow.bpf.h"
 #include "lib/packet.bpf.h"
 #include "lib/policy.bpf.h"
+#include "lib/telemetry.bpf.h"
 
 #define MSEG_SOCK_RAW 3
 #define MSEG_VERDICT_PASS 1
@@ -29,7 +32,8 @@ static __always_inline __u32 current_uid(void)
 }
 
 /*
- * Judges an egress connection or datagram from a socket-address hook; 1 passes, 0 refuses.
+ * Judges an egress connection or datagram from a socket-address hook. Returns 1 to pass, 0
+ * to refuse; `judgement->verdict` stays NONE for workloads not managed on egress.
  * LIMITATION: the workload is the calling task's (cgroup and uid), while packet hooks use the
  * socket's; they differ only for a socket handed to a process of another workload.
  */
@@ -53,11 +57,35 @@ static __always_inline int judge_sock_addr(struct bpf_sock_addr *ctx, const __u8
 	return enforce(judgement);
 }
 
+/*
+ * A judged connect() keeps its identity on the socket: sockops reports the TCP connection
+ * when it is established and when it ends, skb egress starts a connected UDP flow from it.
+ */
 static __always_inline int connect_common(struct bpf_sock_addr *ctx, const __u8 peer_addr[16])
 {
 	struct mseg_judgement judgement = {};
+	struct mseg_flow_identity identity;
+	struct mseg_flow_identity *stored;
+	int pass;
 
-	return judge_sock_addr(ctx, peer_addr, &judgement);
+	pass = judge_sock_addr(ctx, peer_addr, &judgement);
+	if (judgement.verdict == MSEG_VERDICT_NONE)
+		return pass;
+
+	identity_init(&identity, &judgement, MSEG_DIR_EGRESS, (__u8)ctx->protocol, peer_addr,
+		      (__be16)ctx->user_port);
+	identity_set_task(&identity);
+	if (!pass) {
+		report_denied(&identity, identity.peer_port);
+		return pass;
+	}
+	stored = bpf_sk_storage_get(&mseg_sk_v1, ctx->sk, &identity,
+				    BPF_SK_STORAGE_GET_F_CREATE);
+	if (!stored)
+		count_reason(MSEG_REASON_SOCKET_STORAGE);
+	else
+		*stored = identity;
+	return pass;
 }
 
 /*
@@ -67,6 +95,7 @@ static __always_inline int connect_common(struct bpf_sock_addr *ctx, const __u8 
 static __always_inline int sendmsg_common(struct bpf_sock_addr *ctx, const __u8 peer_addr[16])
 {
 	struct mseg_judgement judgement = {};
+	struct mseg_flow_identity identity;
 	struct mseg_flow_key key;
 	struct bpf_sock *sk = ctx->sk;
 	int pass;
@@ -75,12 +104,19 @@ static __always_inline int sendmsg_common(struct bpf_sock_addr *ctx, const __u8 
 		return MSEG_VERDICT_PASS;
 	flow_key_init(&key, peer_addr, bpf_htons((__u16)sk->src_port), (__be16)ctx->user_port,
 		      (__u8)ctx->protocol);
-	if (flow_seen(&key))
+	if (flow_seen(&key, MSEG_DIR_EGRESS, 0))
 		return MSEG_VERDICT_PASS;
 
 	pass = judge_sock_addr(ctx, peer_addr, &judgement);
-	if (pass && judgement.verdict != MSEG_VERDICT_NONE)
-		flow_admit(&key, &judgement, MSEG_DIR_EGRESS);
+	if (judgement.verdict == MSEG_VERDICT_NONE)
+		return pass;
+	identity_init(&identity, &judgement, MSEG_DIR_EGRESS, (__u8)ctx->protocol, peer_addr,
+		      (__be16)ctx->user_port);
+	identity_set_task(&identity);
+	if (pass)
+		flow_admit(&key, &identity, 0);
+	else
+		report_denied(&identity, identity.peer_port);
 	return pass;
 }
 
@@ -146,30 +182,51 @@ static __always_inline __be16 judged_port(const struct mseg_packet *pkt)
 	return pkt->dst_port;
 }
 
+/*
+ * Judges a packet. A pass admits `flow` when given; a deny is reported. Egress packets of
+ * datagram and raw sockets are sent in the sending task's context, so its pid is recorded;
+ * ingress packets arrive in softirq context, where no task owns them.
+ */
 static __always_inline int judge_skb(struct __sk_buff *skb, const struct mseg_packet *pkt,
-				     __u8 direction, struct mseg_flow_key *flow)
+				     __u8 direction, struct mseg_flow_key *flow,
+				     struct mseg_flow_identity *identity)
 {
 	const __u8 *peer_addr = direction == MSEG_DIR_EGRESS ? pkt->dst_addr : pkt->src_addr;
+	__be16 peer_port = direction == MSEG_DIR_EGRESS ? pkt->dst_port : pkt->src_port;
 	struct mseg_judgement judgement = {};
 	struct mseg_workload workload;
 	struct mseg_bank bank;
+	__u32 uid = bpf_get_socket_uid(skb);
 	int pass;
 
 	if (active_bank(&bank)) {
 		count_reason(MSEG_REASON_NO_POLICY);
 		return MSEG_VERDICT_PASS;
 	}
-	if (find_workload(bank.workloads, skb, MSEG_CGROUP_OF_SKB, bpf_get_socket_uid(skb),
-			  &workload))
+	if (find_workload(bank.workloads, skb, MSEG_CGROUP_OF_SKB, uid, &workload))
 		return MSEG_VERDICT_PASS;
 	if (!workload_managed(&workload, direction))
 		return MSEG_VERDICT_PASS;
 
-	judge(&bank, &workload, direction, peer_addr, pkt->protocol, judged_port(pkt),
-	      &judgement);
+	judge(&bank, &workload, direction, peer_addr, pkt->protocol, judged_port(pkt), &judgement);
 	pass = enforce(&judgement);
-	if (pass && flow)
-		flow_admit(flow, &judgement, direction);
+
+	if (is_icmp(pkt->protocol))
+		peer_port = bpf_htons(pkt->icmp_type);
+	identity_init(identity, &judgement, direction, pkt->protocol, peer_addr, peer_port);
+	__builtin_memcpy(identity->local_addr,
+			 direction == MSEG_DIR_EGRESS ? pkt->src_addr : pkt->dst_addr, 16);
+	identity->local_port = direction == MSEG_DIR_EGRESS ? pkt->src_port : pkt->dst_port;
+	if (direction == MSEG_DIR_EGRESS) {
+		identity_set_task(identity);
+	} else {
+		identity->uid = uid;
+		identity->cgroup_id = bpf_skb_cgroup_id(skb);
+	}
+	if (!pass)
+		report_denied(identity, judged_port(pkt));
+	else if (flow)
+		flow_admit(flow, identity, skb->len);
 	return pass;
 }
 
@@ -187,9 +244,35 @@ static __always_inline void packet_flow(const struct mseg_packet *pkt, __u8 dire
 	}
 }
 
+/*
+ * UDP on a connected or unconnected UDP socket was judged at connect() or sendmsg(); here its
+ * bytes are counted, and a connected socket's first datagram starts its flow.
+ */
+static __always_inline void account_udp_egress(struct __sk_buff *skb, struct bpf_sock *sk,
+					       const struct mseg_packet *pkt)
+{
+	struct mseg_flow_identity *judged;
+	struct mseg_flow_identity identity;
+	struct mseg_flow_key key;
+
+	packet_flow(pkt, MSEG_DIR_EGRESS, &key);
+	if (flow_seen(&key, MSEG_DIR_EGRESS, skb->len))
+		return;
+	if (sk->state != BPF_TCP_ESTABLISHED)
+		return;
+	judged = bpf_sk_storage_get(&mseg_sk_v1, sk, 0, 0);
+	if (!judged)
+		return;
+	identity = *judged;
+	__builtin_memcpy(identity.local_addr, pkt->src_addr, 16);
+	identity.start_ns = bpf_ktime_get_boot_ns();
+	flow_admit(&key, &identity, skb->len);
+}
+
 SEC("cgroup_skb/egress")
 int mseg_egress(struct __sk_buff *skb)
 {
+	struct mseg_flow_identity identity;
 	struct mseg_flow_key flow;
 	struct mseg_packet pkt;
 	struct bpf_sock *sk;
@@ -200,19 +283,23 @@ int mseg_egress(struct __sk_buff *skb)
 	sk = bpf_sk_fullsock(sk);
 	if (!sk)
 		return MSEG_VERDICT_PASS;
-	/* TCP and UDP sockets were judged at connect() or sendmsg(); raw sockets never are. */
-	if (sk->type != MSEG_SOCK_RAW &&
-	    (sk->protocol == IPPROTO_TCP || sk->protocol == IPPROTO_UDP))
+	/* TCP sockets were judged at connect() and sockops reports them. */
+	if (sk->type != MSEG_SOCK_RAW && sk->protocol == IPPROTO_TCP)
 		return MSEG_VERDICT_PASS;
 	if (parse_packet(skb, &pkt)) {
 		count_reason(MSEG_REASON_SHORT_PACKET);
 		return MSEG_VERDICT_PASS;
 	}
+	if (sk->type != MSEG_SOCK_RAW && sk->protocol == IPPROTO_UDP) {
+		if (pkt.has_l4)
+			account_udp_egress(skb, sk, &pkt);
+		return MSEG_VERDICT_PASS;
+	}
 
 	packet_flow(&pkt, MSEG_DIR_EGRESS, &flow);
-	if (pkt.has_l4 && flow_seen(&flow))
+	if (pkt.has_l4 && flow_seen(&flow, MSEG_DIR_EGRESS, skb->len))
 		return MSEG_VERDICT_PASS;
-	return judge_skb(skb, &pkt, MSEG_DIR_EGRESS, pkt.has_l4 ? &flow : NULL);
+	return judge_skb(skb, &pkt, MSEG_DIR_EGRESS, pkt.has_l4 ? &flow : NULL, &identity);
 }
 
 /* A TCP packet opens a connection only as a SYN (without ACK) to a listening socket. */
@@ -224,6 +311,22 @@ static __always_inline int tcp_opens_connection(const struct bpf_sock *sk,
 	return (pkt->tcp_flags & (MSEG_TCP_FLAG_SYN | MSEG_TCP_FLAG_ACK)) == MSEG_TCP_FLAG_SYN;
 }
 
+/* Judges an inbound SYN; an admitted one waits in mseg_accept_v1 for sockops to report it. */
+static __always_inline int judge_syn(struct __sk_buff *skb, const struct mseg_packet *pkt)
+{
+	struct mseg_flow_identity identity;
+	struct mseg_flow_key key;
+	int pass;
+
+	identity.verdict = MSEG_VERDICT_NONE;
+	pass = judge_skb(skb, pkt, MSEG_DIR_INGRESS, NULL, &identity);
+	if (!pass || identity.verdict == MSEG_VERDICT_NONE)
+		return pass;
+	packet_flow(pkt, MSEG_DIR_INGRESS, &key);
+	bpf_map_update_elem(&mseg_accept_v1, &key, &identity, BPF_ANY);
+	return pass;
+}
+
 /*
  * LIMITATION: echo requests the kernel answers itself reach no socket, so no cgroup program
  * sees them; only a workload's own pings are judged (on egress).
@@ -231,6 +334,7 @@ static __always_inline int tcp_opens_connection(const struct bpf_sock *sk,
 SEC("cgroup_skb/ingress")
 int mseg_ingress(struct __sk_buff *skb)
 {
+	struct mseg_flow_identity identity;
 	struct mseg_flow_key flow;
 	struct mseg_packet pkt;
 	struct bpf_sock *sk;
@@ -249,17 +353,152 @@ int mseg_ingress(struct __sk_buff *skb)
 	if (pkt.protocol == IPPROTO_TCP && sk->type != MSEG_SOCK_RAW) {
 		if (!pkt.has_l4 || !tcp_opens_connection(sk, &pkt))
 			return MSEG_VERDICT_PASS;
-		return judge_skb(skb, &pkt, MSEG_DIR_INGRESS, NULL);
+		return judge_syn(skb, &pkt);
+	}
+
+	packet_flow(&pkt, MSEG_DIR_INGRESS, &flow);
+	if (pkt.has_l4 && flow_seen(&flow, MSEG_DIR_INGRESS, skb->len)) {
+		count_reason(MSEG_REASON_REPLY_ADMITTED);
+		return MSEG_VERDICT_PASS;
 	}
 	/* A connected UDP socket only receives from the peer its connect() was judged for. */
 	if (pkt.protocol == IPPROTO_UDP && sk->type != MSEG_SOCK_RAW &&
 	    sk->state == BPF_TCP_ESTABLISHED)
 		return MSEG_VERDICT_PASS;
+	return judge_skb(skb, &pkt, MSEG_DIR_INGRESS, pkt.has_l4 ? &flow : NULL, &identity);
+}
 
-	packet_flow(&pkt, MSEG_DIR_INGRESS, &flow);
-	if (pkt.has_l4 && flow_seen(&flow)) {
-		count_reason(MSEG_REASON_REPLY_ADMITTED);
-		return MSEG_VERDICT_PASS;
+/*
+ * Reads a 32-bit context field at its fixed offset. The verifier only accepts context reads as
+ * "register = *(ctx + constant)"; when clang shares an address computation between the IPv4
+ * and IPv6 branches it emits "ctx + offset" first and the load later, which is refused.
+ */
+#define MSEG_CTX_U32(ctx, field)                                                     \
+	({                                                                           \
+		__u32 mseg_value;                                                    \
+		asm volatile("%0 = *(u32 *)(%1 + %2)"                                \
+			     : "=r"(mseg_value)                                      \
+			     : "r"(ctx), "i"(__builtin_offsetof(typeof(*(ctx)), field))); \
+		mseg_value;                                                          \
+	})
+
+static __always_inline void sockops_local_address(struct bpf_sock_ops *skops, __u8 out[16])
+{
+	__u32 words[4];
+
+	if (MSEG_CTX_U32(skops, family) == 2 /* AF_INET */) {
+		ipv4_mapped(MSEG_CTX_U32(skops, local_ip4), out);
+		return;
 	}
-	return judge_skb(skb, &pkt, MSEG_DIR_INGRESS, pkt.has_l4 ? &flow : NULL);
+	words[0] = MSEG_CTX_U32(skops, local_ip6[0]);
+	words[1] = MSEG_CTX_U32(skops, local_ip6[1]);
+	words[2] = MSEG_CTX_U32(skops, local_ip6[2]);
+	words[3] = MSEG_CTX_U32(skops, local_ip6[3]);
+	__builtin_memcpy(out, words, 16);
+}
+
+static __always_inline void sockops_remote_address(struct bpf_sock_ops *skops, __u8 out[16])
+{
+	__u32 words[4];
+
+	if (MSEG_CTX_U32(skops, family) == 2 /* AF_INET */) {
+		ipv4_mapped(MSEG_CTX_U32(skops, remote_ip4), out);
+		return;
+	}
+	words[0] = MSEG_CTX_U32(skops, remote_ip6[0]);
+	words[1] = MSEG_CTX_U32(skops, remote_ip6[1]);
+	words[2] = MSEG_CTX_U32(skops, remote_ip6[2]);
+	words[3] = MSEG_CTX_U32(skops, remote_ip6[3]);
+	__builtin_memcpy(out, words, 16);
+}
+
+/* sock_ops gives the remote port big-endian in the upper half of a 32-bit field. */
+static __always_inline __be16 sockops_remote_port(struct bpf_sock_ops *skops)
+{
+	return bpf_htons((__u16)bpf_ntohl(MSEG_CTX_U32(skops, remote_port)));
+}
+
+/* Reports an established connection and asks for its state changes, to report its end. */
+static __always_inline void connection_started(struct bpf_sock_ops *skops,
+					       struct mseg_flow_identity *identity)
+{
+	sockops_local_address(skops, identity->local_addr);
+	identity->local_port = bpf_htons((__u16)MSEG_CTX_U32(skops, local_port));
+	identity->start_ns = bpf_ktime_get_boot_ns();
+	emit_event(MSEG_EVENT_START, bpf_get_socket_cookie(skops), identity, NULL);
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+static __always_inline void active_established(struct bpf_sock_ops *skops)
+{
+	struct mseg_flow_identity *identity;
+	struct bpf_sock *sk = skops->sk;
+
+	if (!sk)
+		return;
+	identity = bpf_sk_storage_get(&mseg_sk_v1, sk, 0, 0);
+	if (identity)
+		connection_started(skops, identity);
+}
+
+static __always_inline void passive_established(struct bpf_sock_ops *skops)
+{
+	struct mseg_flow_identity *pending;
+	struct mseg_flow_identity *identity;
+	struct bpf_sock *sk = skops->sk;
+	struct mseg_flow_key key;
+	__u8 peer[16];
+
+	if (!sk)
+		return;
+	sockops_remote_address(skops, peer);
+	flow_key_init(&key, peer, bpf_htons((__u16)MSEG_CTX_U32(skops, local_port)),
+		      sockops_remote_port(skops), IPPROTO_TCP);
+	pending = bpf_map_lookup_elem(&mseg_accept_v1, &key);
+	if (!pending)
+		return;
+	identity = bpf_sk_storage_get(&mseg_sk_v1, sk, pending, BPF_SK_STORAGE_GET_F_CREATE);
+	bpf_map_delete_elem(&mseg_accept_v1, &key);
+	if (!identity) {
+		count_reason(MSEG_REASON_SOCKET_STORAGE);
+		return;
+	}
+	connection_started(skops, identity);
+}
+
+static __always_inline void connection_closed(struct bpf_sock_ops *skops)
+{
+	struct mseg_flow_identity *identity;
+	struct bpf_sock *sk = skops->sk;
+	struct mseg_flow counters = {};
+
+	if (!sk)
+		return;
+	identity = bpf_sk_storage_get(&mseg_sk_v1, sk, 0, 0);
+	if (!identity)
+		return;
+	counters.bytes_out = skops->bytes_acked;
+	counters.bytes_in = skops->bytes_received;
+	counters.packets_out = skops->segs_out;
+	counters.packets_in = skops->segs_in;
+	emit_event(MSEG_EVENT_END, bpf_get_socket_cookie(skops), identity, &counters);
+	bpf_sk_storage_delete(&mseg_sk_v1, sk);
+}
+
+SEC("sockops")
+int mseg_sockops(struct bpf_sock_ops *skops)
+{
+	switch (skops->op) {
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		active_established(skops);
+		break;
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		passive_established(skops);
+		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		if (skops->args[1] == BPF_TCP_CLOSE)
+			connection_closed(skops);
+		break;
+	}
+	return 1;
 }

@@ -3,15 +3,16 @@
  * The flow table admits replies of connectionless traffic. TCP needs none of this: the socket
  * state tells an admitted connection from a new one. A UDP server's unconnected socket and an
  * ICMP echo have no such state, so the first packet of a flow that policy admits is remembered
- * here, and packets of that flow in either direction are not judged again.
+ * here, and packets of that flow in either direction are not judged again. The table also
+ * counts what each flow carries; the agent ends flows that stay idle and reports them.
  *
- * TODO: flows stay admitted until the LRU evicts them, even across policy changes; the agent
- * should expire idle flows (UDP idle timeout) so a changed policy applies to them too.
+ * TODO: a flow stays admitted until the agent ends it for idleness or the LRU evicts it, even
+ * across policy changes; a policy change should end the flows it no longer allows.
  */
 #ifndef MSEG_FLOW_BPF_H
 #define MSEG_FLOW_BPF_H
 
-#include "policy.bpf.h"
+#include "telemetry.bpf.h"
 
 static __always_inline void flow_key_init(struct mseg_flow_key *key, const __u8 peer_addr[16],
 					  __be16 local_port, __be16 peer_port, __u8 protocol)
@@ -23,33 +24,52 @@ static __always_inline void flow_key_init(struct mseg_flow_key *key, const __u8 
 	key->protocol = protocol;
 }
 
-/* Returns non-zero, and refreshes the flow's last-seen time, when the flow was admitted. */
-static __always_inline int flow_seen(const struct mseg_flow_key *key)
+/*
+ * Returns non-zero when the flow was admitted, after counting the packet on it; `bytes` is 0
+ * for hooks that see no packet (sendmsg).
+ */
+static __always_inline int flow_seen(const struct mseg_flow_key *key, __u8 direction, __u32 bytes)
 {
 	struct mseg_flow *flow = bpf_map_lookup_elem(&mseg_flow_v1, key);
 
 	if (!flow)
 		return 0;
-	flow->last_seen_ns = bpf_ktime_get_ns();
+	flow->last_seen_ns = bpf_ktime_get_boot_ns();
+	if (bytes == 0)
+		return 1;
+	if (direction == MSEG_DIR_EGRESS) {
+		__sync_fetch_and_add(&flow->bytes_out, bytes);
+		__sync_fetch_and_add(&flow->packets_out, 1);
+	} else {
+		__sync_fetch_and_add(&flow->bytes_in, bytes);
+		__sync_fetch_and_add(&flow->packets_in, 1);
+	}
 	return 1;
 }
 
+/* Admits a flow and reports its start. `bytes` of the first packet, 0 from sendmsg. */
 static __always_inline void flow_admit(const struct mseg_flow_key *key,
-				       const struct mseg_judgement *judgement, __u8 direction)
+				       const struct mseg_flow_identity *identity, __u32 bytes)
 {
-	__u64 now = bpf_ktime_get_ns();
-	struct mseg_flow flow = {
-		.first_seen_ns = now,
-		.last_seen_ns = now,
-		.workload_id = judgement->workload_id,
-		.peer_id = judgement->peer_id,
-		.rule_id = judgement->rule_id,
-		.verdict = judgement->verdict,
-		.direction = direction,
-	};
+	struct mseg_flow flow = {};
 
-	if (bpf_map_update_elem(&mseg_flow_v1, key, &flow, BPF_ANY))
+	flow.last_seen_ns = identity->start_ns;
+	flow.identity = *identity;
+	flow.identity.local_port = key->local_port;
+	if (bytes) {
+		if (identity->direction == MSEG_DIR_EGRESS) {
+			flow.bytes_out = bytes;
+			flow.packets_out = 1;
+		} else {
+			flow.bytes_in = bytes;
+			flow.packets_in = 1;
+		}
+	}
+	if (bpf_map_update_elem(&mseg_flow_v1, key, &flow, BPF_ANY)) {
 		count_reason(MSEG_REASON_FLOW_TABLE_FULL);
+		return;
+	}
+	emit_event(MSEG_EVENT_START, 0, &flow.identity, NULL);
 }
 
 #endif /* MSEG_FLOW_BPF_H */

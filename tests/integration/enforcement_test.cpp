@@ -427,14 +427,14 @@ TEST_F(EnforcementPrivilegedTest, ReloadWithBadPolicyKeepsTheOldOne) {
   EXPECT_EQ(connectFrom(client(), kServer4, 7002), EPERM);
 }
 
-// The smallest capability set: the agent runs as root
-// but with a bounding set of CAP_BPF and CAP_NET_ADMIN only.
-TEST_F(EnforcementPrivilegedTest, EnforcesWithOnlyCapBpfAndCapNetAdmin) {
+// The smallest capability set: the agent runs as root but with a bounding set of CAP_BPF,
+// CAP_NET_ADMIN and CAP_PERFMON only.
+TEST_F(EnforcementPrivilegedTest, EnforcesWithMinimalCapabilities) {
   serveTcp(7001);
   serveTcp(7002);
 
-  ASSERT_TRUE(agent_->start({"setpriv", "--bounding-set", "-all,+bpf,+net_admin", "--inh-caps",
-                             "-all", "--"}));
+  ASSERT_TRUE(agent_->start({"setpriv", "--bounding-set", "-all,+bpf,+net_admin,+perfmon",
+                             "--inh-caps", "-all", "--"}));
 
   EXPECT_EQ(connectFrom(client(), kServer4, 7001), 0);
   EXPECT_EQ(connectFrom(client(), kServer4, 7002), EPERM);
@@ -442,7 +442,7 @@ TEST_F(EnforcementPrivilegedTest, EnforcesWithOnlyCapBpfAndCapNetAdmin) {
 
 TEST_F(EnforcementPrivilegedTest, NamesTheMissingCapability) {
   auto started = agent_->launch(
-      {"setpriv", "--bounding-set", "-all,+net_admin", "--inh-caps", "-all", "--"});
+      {"setpriv", "--bounding-set", "-all,+net_admin,+perfmon", "--inh-caps", "-all", "--"});
   ASSERT_TRUE(started);
   auto status = started->wait(20s);
 

@@ -37,6 +37,10 @@
 #define MSEG_MAX_PEER_PREFIXES 262144
 #define MSEG_MAX_VERDICT_ENTRIES 1048576
 #define MSEG_MAX_FLOWS 65536
+#define MSEG_MAX_DENIALS 65536
+#define MSEG_MAX_PENDING_ACCEPTS 16384
+#define MSEG_EVENT_RING_BYTES (16 * 1024 * 1024)
+#define MSEG_COMM_LEN 16
 
 /* Policy state is double-buffered in two banks; the config entry names the active one. */
 #define MSEG_BANKS 2
@@ -63,6 +67,9 @@ enum mseg_reason {
 	MSEG_REASON_FLOW_TABLE_FULL = 4,
 	MSEG_REASON_IPV6_EXT_HEADER = 5, /* upper-layer header not found: judged as protocol any */
 	MSEG_REASON_REPLY_ADMITTED = 6,  /* ingress packet of a flow we admitted earlier */
+	MSEG_REASON_EVENT_LOST = 7,      /* the event ring buffer was full: a flow event is lost */
+	MSEG_REASON_DENIAL_TABLE_FULL = 8, /* a denied attempt could not be aggregated */
+	MSEG_REASON_SOCKET_STORAGE = 9,  /* no socket storage: the flow's start and end go unreported */
 	MSEG_REASON_MAX = 16,
 };
 
@@ -142,7 +149,8 @@ struct mseg_rule_name {
 };
 
 /*
- * Flow table: remembers flows the datapath admitted for UDP, ICMP and other connectionless
+ * Flow table key (the value, struct mseg_flow, is defined with the telemetry structs below).
+ * The flow table remembers flows the datapath admitted for UDP, ICMP and other connectionless
  * protocols so replies pass the other direction without being judged again. Keyed from the
  * local workload's point of view; the local address is not part of the key because the
  * sendmsg hook may not know it yet.
@@ -155,15 +163,74 @@ struct mseg_flow_key {
 	__u8 pad[3];
 };
 
-struct mseg_flow {
-	__u64 first_seen_ns;
-	__u64 last_seen_ns;
+
+/*
+ * Flow telemetry. The datapath reports through one ring buffer; every event is self-contained
+ * (an end carries the identity and start time its connection was admitted with), so the agent
+ * needs no state to turn events into records. Denied attempts are aggregated in mseg_deny_v1:
+ * the first of a (workload, peer, port) is an event, the rest only count there.
+ */
+enum mseg_event_kind {
+	MSEG_EVENT_START = 1,  /* an admitted flow began */
+	MSEG_EVENT_END = 2,    /* it ended; counters and duration are final */
+	MSEG_EVENT_DENIED = 3, /* the first refused attempt of its kind */
+};
+
+struct mseg_flow_identity {
+	__u8 local_addr[16];  /* IPv4-mapped for IPv4; all zero when not known yet */
+	__u8 peer_addr[16];
+	__be16 local_port;    /* ICMP: 0 */
+	__be16 peer_port;     /* ICMP: the type judged, as a big-endian number */
+	__u8 protocol;
+	__u8 direction;       /* enum mseg_direction */
+	__u8 verdict;         /* enum mseg_verdict */
+	__u8 pad;
 	__u32 workload_id;
 	__u32 peer_id;
 	__u32 rule_id;
-	__u8 verdict;
-	__u8 direction; /* direction of the packet that opened the flow */
-	__u8 pad[2];
+	__u32 pid;            /* the task that owns the connection; 0 when not known */
+	__u32 uid;
+	__u64 cgroup_id;
+	__u64 start_ns;       /* CLOCK_BOOTTIME */
+	char comm[MSEG_COMM_LEN];
+};
+
+/* A datagram flow in the flow table: what admitted it, and what it carried since. */
+struct mseg_flow {
+	__u64 last_seen_ns;   /* CLOCK_BOOTTIME; the agent ends flows idle for too long */
+	__u64 bytes_out;
+	__u64 bytes_in;
+	__u64 packets_out;
+	__u64 packets_in;
+	struct mseg_flow_identity identity;
+};
+
+struct mseg_event {
+	__u64 time_ns;        /* CLOCK_BOOTTIME */
+	__u64 cookie;         /* socket cookie, joins a start with its end; 0 for datagram flows */
+	__u32 kind;           /* enum mseg_event_kind */
+	__u32 pad;
+	struct mseg_flow_identity flow;
+	__u64 bytes_out;
+	__u64 bytes_in;
+	__u64 packets_out;
+	__u64 packets_in;
+};
+
+struct mseg_denial_key {
+	__u8 peer_addr[16];
+	__u32 workload_id;
+	__be16 port;
+	__u8 protocol;
+	__u8 direction;
+};
+
+struct mseg_denial {
+	__u64 first_ns;
+	__u64 last_ns;
+	__u64 attempts;
+	__u64 reported;       /* attempts the agent has reported; written by the agent only */
+	struct mseg_flow_identity flow; /* the first attempt */
 };
 
 #endif /* MSEG_ABI_H */
