@@ -3,10 +3,10 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
-#include <set>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -94,11 +94,11 @@ public:
     if (const YamlNode* version = reader_.require(root, "version", "the policy")) {
       parseVersion(*version);
     }
-    forEachItem(root, "workloads",
+    forEachItem(root, "workloads", policy.workloads,
                 [&](const YamlNode& item) { parseWorkload(item, policy.workloads); });
-    forEachItem(root, "inventory",
+    forEachItem(root, "inventory", policy.inventory,
                 [&](const YamlNode& item) { parseInventory(item, policy.inventory); });
-    forEachItem(root, "segments",
+    forEachItem(root, "segments", policy.segments,
                 [&](const YamlNode& item) { parseSegment(item, policy.segments); });
 
     checkSelectorKeys(policy);
@@ -114,13 +114,16 @@ private:
     }
   }
 
-  // Calls `parse_item` for each mapping in the list `key` of `parent`, if present.
-  template <typename ParseItem>
-  void forEachItem(const YamlNode& parent, std::string_view key, ParseItem parse_item) {
+  // Calls `parse_item` for each mapping in the list `key` of `parent`, if present, which adds
+  // to `out`.
+  template <typename T, typename ParseItem>
+  void forEachItem(const YamlNode& parent, std::string_view key, std::vector<T>& out,
+                   ParseItem parse_item) {
     const YamlNode* list = parent.find(key);
     if (list == nullptr || !reader_.expectSequence(*list, key)) {
       return;
     }
+    out.reserve(out.size() + list->children.size());
     for (const auto& item : list->children) {
       if (!item.isMapping()) {
         reader_.error(item.position, fmt::format("expected a mapping for an item of `{}`, found {}",
@@ -184,7 +187,10 @@ private:
     const YamlNode* one = mapping.find(single);
     const YamlNode* many = mapping.find(plural);
     if (one != nullptr && many != nullptr) {
-      const YamlNode* later = one->key_position.line > many->key_position.line ? one : many;
+      auto place = [](const YamlNode* n) {
+        return std::pair(n->key_position.line, n->key_position.column);
+      };
+      const YamlNode* later = place(one) > place(many) ? one : many;
       reader_.error(later->key_position,
                     fmt::format("give either `{}` or `{}`, not both", single, plural));
       return nullptr;
@@ -218,12 +224,12 @@ private:
 
     const YamlNode* cgroups = eitherField(node, "cgroup", "cgroups");
     if (cgroups != nullptr) {
-      forEachScalar(*cgroups, "cgroups", "a cgroup path or a list of them",
+      forEachScalar(*cgroups, cgroups->key, "a cgroup path or a list of them",
                     [&](const YamlNode& item) { parseCgroup(item, workload.cgroups); });
     }
     const YamlNode* users = eitherField(node, "user", "users");
     if (users != nullptr) {
-      forEachScalar(*users, "users", "a user name or uid, or a list of them",
+      forEachScalar(*users, users->key, "a user name or uid, or a list of them",
                     [&](const YamlNode& item) { parseUser(item, workload.users); });
     }
     if (node.find("cgroup") == nullptr && node.find("cgroups") == nullptr &&
@@ -322,7 +328,7 @@ private:
     NameScope rule_names(reader_, "rule");
     std::string suffix = fmt::format(" in segment `{}`", name.value_or("?"));
     if (reader_.require(node, "rules", "a segment") != nullptr) {
-      forEachItem(node, "rules", [&](const YamlNode& item) {
+      forEachItem(node, "rules", segment.rules, [&](const YamlNode& item) {
         if (auto rule = parseRule(item)) {
           rule_names.add(rule->name, item.find("name")->position, suffix);
           segment.rules.push_back(std::move(*rule));

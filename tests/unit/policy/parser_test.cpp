@@ -302,6 +302,14 @@ TEST_F(PolicyParserTest, ReportsBothSpellingsOfOneField) {
                                  "p.yaml:7:5: error: give either `user` or `users`, not both"));
 }
 
+TEST_F(PolicyParserTest, ReportsTheLaterSpellingOnOneLine) {
+  auto lines = problems("version: 1\n"
+                        "workloads:\n"
+                        "  - {name: a, cgroup: a.service, cgroups: [b.service]}\n");
+
+  EXPECT_THAT(lines, ElementsAre("p.yaml:3:34: error: give either `cgroup` or `cgroups`, not both"));
+}
+
 TEST_F(PolicyParserTest, ReportsAbsoluteAndEscapingCgroupPaths) {
   auto lines = problems(
       "version: 1\n"
