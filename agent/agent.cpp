@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include <bpf/libbpf.h>
 #include <nlohmann/json.hpp>
 
 #include "logging.hpp"
@@ -59,15 +60,35 @@ int signalDescriptor() {
   return signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC);
 }
 
-int timerDescriptor(unsigned interval_s) {
+// A one-second tick drives housekeeping: idle flows, denial reports, log flushes, summaries.
+int tickDescriptor() {
   int fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-  if (fd >= 0 && interval_s > 0) {
+  if (fd >= 0) {
     itimerspec spec{};
-    spec.it_interval.tv_sec = interval_s;
-    spec.it_value.tv_sec = interval_s;
+    spec.it_interval.tv_sec = 1;
+    spec.it_value.tv_sec = 1;
     timerfd_settime(fd, 0, &spec, nullptr);
   }
   return fd;
+}
+
+std::string hostName(const std::string& configured) {
+  if (!configured.empty()) {
+    return configured;
+  }
+  char name[256] = {};
+  gethostname(name, sizeof(name) - 1);
+  return name;
+}
+
+int handleEvent(void* context, void* data, size_t size) {
+  if (size < sizeof(mseg_event)) {
+    return 0;
+  }
+  mseg_event event{};
+  std::memcpy(&event, data, sizeof(event));
+  static_cast<FlowRecorder*>(context)->onEvent(event);
+  return 0;
 }
 
 }  // namespace
@@ -93,6 +114,16 @@ Result<std::string> resolveAttachCgroup(const std::string& requested) {
   return canonical.string();
 }
 
+void Agent::updateRecorder(const std::vector<CgroupEntry>& cgroups) {
+  if (!recorder_) {
+    return;
+  }
+  // Events of the old version still in the ring buffer are named with the old policy.
+  drainEvents();
+  recorder_->setPolicy(policy_, ruleNames(policy_, kernel_rule_ids_), policy_version_);
+  recorder_->setCgroups(cgroups, cgroup_v2_prefix_);
+}
+
 Result<policy::CompiledPolicy> Agent::compilePolicyFile() const {
   policy::Diagnostics diagnostics;
   auto compiled = policy::loadPolicyFile(config_.policy_path, diagnostics);
@@ -112,6 +143,12 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentConfig& config) {
     return cgroup.error();
   }
   agent->attach_cgroup_ = *cgroup;
+  if (auto mount = findCgroup2Mount()) {
+    agent->cgroup_v2_prefix_ = fs::path(*cgroup).lexically_relative(*mount).string();
+    if (agent->cgroup_v2_prefix_ == ".") {
+      agent->cgroup_v2_prefix_.clear();
+    }
+  }
 
   auto compiled = agent->compilePolicyFile();
   if (!compiled) {
@@ -139,6 +176,9 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentConfig& config) {
   if (auto watching = agent->watcher_.start(agent->attach_cgroup_); !watching) {
     return watching.error();
   }
+  if (auto telemetry = agent->startTelemetry(); !telemetry) {
+    return telemetry.error();
+  }
   if (auto applied = agent->applyPolicy(*compiled); !applied) {
     return applied.error();
   }
@@ -152,6 +192,83 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentConfig& config) {
             config.pin_dir, config.policy_path, agent->policy_version_);
   agent->writeStatus();
   return agent;
+}
+
+Agent::~Agent() { ring_buffer__free(events_); }
+
+Status Agent::startTelemetry() {
+  const std::string path =
+      config_.flow_log.empty() ? config_.state_dir + "/flows.ocsf.jsonl" : config_.flow_log;
+  auto log = FlowLog::open(path, config_.flow_log_max_bytes, config_.flow_log_keep);
+  if (!log) {
+    return log.error();
+  }
+  flow_log_.emplace(std::move(*log));
+  recorder_.emplace(hostName(config_.host),
+                    [this](FlowRecord&& record) { exportRecord(std::move(record)); }, 1);
+  events_ = ring_buffer__new(datapath_->eventsFd(), handleEvent, &*recorder_, nullptr);
+  if (events_ == nullptr) {
+    return Error::fromErrno(errno, "open the flow event ring buffer");
+  }
+  // Denials a previous agent saw are not reported again.
+  (void)datapath_->visitDenials([this](const mseg_denial_key& key, const mseg_denial& denial) {
+    denials_reported_[std::string(reinterpret_cast<const char*>(&key), sizeof(key))] =
+        denial.attempts;
+  });
+  logger("agent")->info("flow records go to {}", path);
+  return {};
+}
+
+void Agent::exportRecord(FlowRecord&& record) {
+  if (auto written = flow_log_->write(record); !written) {
+    records_dropped_ += 1;
+    // The first drop, then every 10,000th: never a line per record.
+    if (records_dropped_ == 1 || records_dropped_ % 10000 == 0) {
+      logger("agent")->warn("flow records dropped dropped_total={} err={}", records_dropped_,
+                            written.error().message());
+    }
+    return;
+  }
+  records_exported_ += 1;
+}
+
+void Agent::drainEvents() {
+  int consumed = ring_buffer__consume(events_);
+  if (consumed < 0) {
+    logger("agent")->warn("cannot read flow events err={}", std::strerror(-consumed));
+  }
+}
+
+void Agent::reportDenials() {
+  (void)datapath_->visitDenials([this](const mseg_denial_key& key, const mseg_denial& denial) {
+    auto& reported = denials_reported_[std::string(reinterpret_cast<const char*>(&key),
+                                                   sizeof(key))];
+    if (reported == 0) {
+      reported = denial.reported;  // the datapath reported the first attempt as an event
+    }
+    if (denial.attempts > reported) {
+      recorder_->onDenials(denial, denial.attempts - reported);
+      reported = denial.attempts;
+    }
+  });
+}
+
+void Agent::tick() {
+  drainEvents();
+  timespec boot{};
+  clock_gettime(CLOCK_BOOTTIME, &boot);
+  const uint64_t boot_ns = static_cast<uint64_t>(boot.tv_sec) * 1000000000ull + boot.tv_nsec;
+  const uint64_t idle_ns = static_cast<uint64_t>(config_.udp_idle_timeout_s) * 1000000000ull;
+  if (boot_ns > idle_ns) {
+    (void)datapath_->endIdleFlows(boot_ns - idle_ns,
+                                  [this](const mseg_flow& flow) { recorder_->onIdleFlow(flow); });
+  }
+  reportDenials();
+  (void)flow_log_->flush();
+  ticks_ += 1;
+  if (config_.stats_interval_s > 0 && ticks_ % config_.stats_interval_s == 0) {
+    logCounterChanges();
+  }
 }
 
 Status Agent::applyPolicy(const policy::CompiledPolicy& compiled) {
@@ -171,6 +288,7 @@ Status Agent::applyPolicy(const policy::CompiledPolicy& compiled) {
   policy_ = compiled;
   bindings_ = std::move(bindings);
   kernel_rule_ids_ = std::move(kernel_ids);
+  updateRecorder(*cgroups);
 
   auto took_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
                                                            started).count();
@@ -202,6 +320,7 @@ Status Agent::rebindCgroups() {
     return applied.error().wrap("apply cgroup change");
   }
   policy_version_ += 1;
+  updateRecorder(*cgroups);
   logger("agent")->info("workload cgroups changed workload_cgroups={} policy_version={}",
                         bindings.size(), policy_version_);
   bindings_ = std::move(bindings);
@@ -280,19 +399,25 @@ void Agent::writeStatus() const {
 int Agent::run() {
   auto log = logger("agent");
   int signal_fd = signalDescriptor();
-  int timer_fd = timerDescriptor(config_.stats_interval_s);
-  if (signal_fd < 0 || timer_fd < 0) {
+  int tick_fd = tickDescriptor();
+  if (signal_fd < 0 || tick_fd < 0) {
     log->critical("cannot set up the event loop err={}", std::strerror(errno));
     return 1;
   }
-  pollfd fds[3] = {{signal_fd, POLLIN, 0}, {watcher_.fd(), POLLIN, 0}, {timer_fd, POLLIN, 0}};
+  pollfd fds[4] = {{signal_fd, POLLIN, 0},
+                   {watcher_.fd(), POLLIN, 0},
+                   {tick_fd, POLLIN, 0},
+                   {ring_buffer__epoll_fd(events_), POLLIN, 0}};
   for (;;) {
-    if (poll(fds, 3, -1) < 0) {
+    if (poll(fds, 4, -1) < 0) {
       if (errno == EINTR) {
         continue;
       }
       log->critical("poll failed err={}", std::strerror(errno));
       return 1;
+    }
+    if (fds[3].revents & POLLIN) {
+      drainEvents();
     }
     if (fds[0].revents & POLLIN) {
       signalfd_siginfo info{};
@@ -301,11 +426,13 @@ int Agent::run() {
           reloadPolicy();
           continue;
         }
-        logCounterChanges();
-        log->info("stopping on signal {}; pinned programs keep enforcing policy_version={}",
-                  strsignal(info.ssi_signo), policy_version_);
+        tick();
+        log->info("stopping on signal {}; pinned programs keep enforcing policy_version={} "
+                  "records_exported={} records_dropped={}",
+                  strsignal(info.ssi_signo), policy_version_, records_exported_,
+                  records_dropped_);
         close(signal_fd);
-        close(timer_fd);
+        close(tick_fd);
         return 0;
       }
     }
@@ -322,8 +449,8 @@ int Agent::run() {
     }
     if (fds[2].revents & POLLIN) {
       uint64_t expirations = 0;
-      (void)!read(timer_fd, &expirations, sizeof(expirations));
-      logCounterChanges();
+      (void)!read(tick_fd, &expirations, sizeof(expirations));
+      tick();
     }
   }
 }

@@ -4,14 +4,21 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
+
+#include <unordered_map>
 
 #include "cgroups.hpp"
 #include "config.hpp"
 #include "datapath.hpp"
+#include "flow_log.hpp"
+#include "flow_recorder.hpp"
 #include "kernel_state.hpp"
 #include "mseg/policy/compiled.hpp"
 #include "mseg/result.hpp"
+
+struct ring_buffer;
 
 namespace mseg::agent {
 
@@ -29,15 +36,22 @@ public:
 private:
   explicit Agent(AgentConfig config) : config_(std::move(config)) {}
 
+  Status startTelemetry();
+  void exportRecord(FlowRecord&& record);
+  void drainEvents();
+  void tick();
+  void reportDenials();
   Result<policy::CompiledPolicy> compilePolicyFile() const;
   Status applyPolicy(const policy::CompiledPolicy& compiled);
   Status rebindCgroups();
+  void updateRecorder(const std::vector<CgroupEntry>& cgroups);
   void reloadPolicy();
   void logCounterChanges();
   void writeStatus() const;
 
   AgentConfig config_;
   std::string attach_cgroup_;
+  std::string cgroup_v2_prefix_;  // attach cgroup relative to the cgroup v2 mount
   std::unique_ptr<Datapath> datapath_;
   CgroupWatcher watcher_;
   RuleIds rule_ids_;
@@ -47,6 +61,18 @@ private:
   uint64_t policy_version_ = 0;
   std::string last_error_;
   std::map<uint32_t, uint64_t> last_hits_;
+
+  std::optional<FlowRecorder> recorder_;
+  std::optional<FlowLog> flow_log_;
+  ::ring_buffer* events_ = nullptr;
+  // Denied attempts already reported, per aggregation key (bytes of mseg_denial_key).
+  std::unordered_map<std::string, uint64_t> denials_reported_;
+  uint64_t records_exported_ = 0;
+  uint64_t records_dropped_ = 0;
+  unsigned ticks_ = 0;
+
+public:
+  ~Agent();
 };
 
 // The absolute cgroup directory to attach to: `requested` is empty (the cgroup v2 root),

@@ -26,6 +26,8 @@ options:
   --config FILE          YAML configuration file; flags override it
   --log-level LEVEL      trace, debug, info, warn, error (default info)
   --stats-interval SEC   how often counter changes are logged (default 10, 0 turns it off)
+  --host NAME            this host's name in flow records (default: the system host name)
+  --flow-log FILE        OCSF flow log (default STATE_DIR/flows.ocsf.jsonl)
   --version              print the version and exit
   --help                 print this help and exit
 
@@ -41,6 +43,8 @@ enum Option {
   kConfig,
   kLogLevel,
   kStatsInterval,
+  kHost,
+  kFlowLog,
   kVersion,
   kHelp,
 };
@@ -53,6 +57,8 @@ const option kOptions[] = {
     {"config", required_argument, nullptr, kConfig},
     {"log-level", required_argument, nullptr, kLogLevel},
     {"stats-interval", required_argument, nullptr, kStatsInterval},
+    {"host", required_argument, nullptr, kHost},
+    {"flow-log", required_argument, nullptr, kFlowLog},
     {"version", no_argument, nullptr, kVersion},
     {"help", no_argument, nullptr, kHelp},
     {nullptr, 0, nullptr, 0},
@@ -97,7 +103,8 @@ Status loadConfigFile(const std::string& path, AgentConfig& config) {
     if (reader.expectMapping(*tree, "configuration")) {
       reader.checkFields(*tree, "configuration",
                          {"policy", "cgroup", "pin_dir", "state_dir", "log_level",
-                          "stats_interval"});
+                          "stats_interval", "host", "flow_log", "flow_log_max_bytes",
+                          "flow_log_keep", "udp_idle_timeout"});
       auto readInto = [&](const char* key, std::string& field) {
         if (const auto* node = tree->find(key)) {
           if (auto value = reader.readString(*node, key)) {
@@ -109,6 +116,23 @@ Status loadConfigFile(const std::string& path, AgentConfig& config) {
       readInto("cgroup", config.cgroup_path);
       readInto("pin_dir", config.pin_dir);
       readInto("state_dir", config.state_dir);
+      readInto("host", config.host);
+      readInto("flow_log", config.flow_log);
+      if (const auto* node = tree->find("flow_log_max_bytes")) {
+        if (auto bytes = reader.readUnsigned(*node, "flow_log_max_bytes", 4096, 1ull << 40)) {
+          config.flow_log_max_bytes = *bytes;
+        }
+      }
+      if (const auto* node = tree->find("flow_log_keep")) {
+        if (auto keep = reader.readUnsigned(*node, "flow_log_keep", 0, 1000)) {
+          config.flow_log_keep = static_cast<unsigned>(*keep);
+        }
+      }
+      if (const auto* node = tree->find("udp_idle_timeout")) {
+        if (auto seconds = reader.readUnsigned(*node, "udp_idle_timeout", 1, 86400)) {
+          config.udp_idle_timeout_s = static_cast<unsigned>(*seconds);
+        }
+      }
       if (const auto* node = tree->find("log_level")) {
         if (auto level = reader.readChoice(*node, "log_level", {"trace", "debug", "info", "warn", "error"})) {
           config.log_level = *level;
@@ -161,6 +185,8 @@ Result<CommandLine> parseCommandLine(int argc, char** argv) {
       case kCgroup: config.cgroup_path = value; break;
       case kPinDir: config.pin_dir = value; break;
       case kStateDir: config.state_dir = value; break;
+      case kHost: config.host = value; break;
+      case kFlowLog: config.flow_log = value; break;
       case kLogLevel:
         if (!isLogLevel(value)) {
           return Error::invalid("--log-level " + value +

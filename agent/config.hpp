@@ -2,6 +2,7 @@
 // by command-line flags.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,11 @@ struct AgentConfig {
   std::string state_dir = "/var/lib/microseg";
   std::string log_level = "info";
   unsigned stats_interval_s = 10;     // how often counter changes are summarised in the log
+  std::string host;                   // names this host in flow records; empty: gethostname()
+  std::string flow_log;               // OCSF JSON lines; empty: <state_dir>/flows.ocsf.jsonl
+  uint64_t flow_log_max_bytes = 100ull << 20;
+  unsigned flow_log_keep = 5;         // rotated files kept besides the current one
+  unsigned udp_idle_timeout_s = 30;   // a datagram flow idle this long ends (and is re-judged)
 };
 
 // What the command line asked for besides settings.

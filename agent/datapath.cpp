@@ -201,14 +201,14 @@ Result<std::unique_ptr<Datapath>> Datapath::open(const DatapathOptions& options)
   datapath->options_ = options;
 
   LIBBPF_OPTS(bpf_object_open_opts, open_opts, .pin_root_path = options.pin_dir.c_str());
-  datapath->skeleton_ = microseg__open_opts(&open_opts);
+  datapath->skeleton_ = mseg_skel__open_opts(&open_opts);
   if (datapath->skeleton_ == nullptr) {
     return Error::fromErrno(errno, "open BPF object");
   }
   for (size_t kind = 0; kind < kBankMaps; kind++) {
     datapath->bank_specs_[kind] = bankMapSpec(datapath->outerMap(kind));
   }
-  if (int err = microseg__load(datapath->skeleton_); err != 0) {
+  if (int err = mseg_skel__load(datapath->skeleton_); err != 0) {
     return Error::fromErrno(err, std::string("load BPF programs (") + kCapabilityHint + ")");
   }
   if (auto prepared = datapath->prepareBanks(); !prepared) {
@@ -232,7 +232,7 @@ Datapath::~Datapath() {
       }
     }
   }
-  microseg__destroy(skeleton_);
+  mseg_skel__destroy(skeleton_);
 }
 
 bpf_map* Datapath::outerMap(size_t kind) const {
@@ -406,6 +406,43 @@ Result<int> Datapath::programFd(const std::string& name) const {
     return Error(ENOENT, "no BPF program named " + name);
   }
   return bpf_program__fd(program);
+}
+
+int Datapath::eventsFd() const { return bpf_map__fd(skeleton_->maps.mseg_events_v1); }
+
+Status Datapath::endIdleFlows(uint64_t idle_before_ns,
+                              const std::function<void(const mseg_flow&)>& ended) {
+  const int fd = bpf_map__fd(skeleton_->maps.mseg_flow_v1);
+  auto flows = readMap<mseg_flow_key, mseg_flow>(fd);
+  if (!flows) {
+    return flows.error().wrap("read flow table");
+  }
+  for (const auto& [key, flow] : *flows) {
+    if (flow.last_seen_ns >= idle_before_ns) {
+      continue;
+    }
+    // Read again right before deleting: a packet may have refreshed the flow meanwhile.
+    mseg_flow latest{};
+    if (bpf_map_lookup_elem(fd, &key, &latest) != 0 || latest.last_seen_ns >= idle_before_ns) {
+      continue;
+    }
+    if (bpf_map_delete_elem(fd, &key) == 0) {
+      ended(latest);
+    }
+  }
+  return {};
+}
+
+Status Datapath::visitDenials(
+    const std::function<void(const mseg_denial_key&, const mseg_denial&)>& visit) const {
+  auto denials = readMap<mseg_denial_key, mseg_denial>(bpf_map__fd(skeleton_->maps.mseg_deny_v1));
+  if (!denials) {
+    return denials.error().wrap("read denial table");
+  }
+  for (const auto& [key, denial] : *denials) {
+    visit(key, denial);
+  }
+  return {};
 }
 
 Result<std::map<uint32_t, uint64_t>> Datapath::ruleHits() const {

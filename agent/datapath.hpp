@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -14,7 +15,7 @@
 #include "mseg/abi.h"
 #include "mseg/result.hpp"
 
-struct microseg;
+struct mseg_skel;
 struct bpf_link;
 struct bpf_map;
 struct bpf_program;
@@ -66,6 +67,17 @@ public:
   // The fd of a loaded program by its name (e.g. "mseg_egress"), for BPF_PROG_TEST_RUN in tests.
   Result<int> programFd(const std::string& name) const;
 
+  // The flow event ring buffer, for ring_buffer__new.
+  int eventsFd() const;
+
+  // Hands every datagram flow last seen before `idle_before_ns` (CLOCK_BOOTTIME) to `ended`
+  // and removes it, so its next packet is judged again as a new flow.
+  Status endIdleFlows(uint64_t idle_before_ns, const std::function<void(const mseg_flow&)>& ended);
+
+  // Hands every aggregated denial to `visit`.
+  Status visitDenials(
+      const std::function<void(const mseg_denial_key&, const mseg_denial&)>& visit) const;
+
   // Counter totals over all CPUs since the maps were created.
   Result<std::map<uint32_t, uint64_t>> ruleHits() const;
   Result<std::array<uint64_t, MSEG_REASON_MAX>> reasonCounts() const;
@@ -81,7 +93,7 @@ private:
   Status attachProgram(::bpf_program* program, uint64_t cgroup_id, int cgroup_fd);
 
   DatapathOptions options_;
-  struct microseg* skeleton_ = nullptr;
+  struct mseg_skel* skeleton_ = nullptr;
   std::vector<struct bpf_link*> links_;
   std::array<std::array<int, kBankMaps>, MSEG_BANKS> bank_fds_{};
   std::array<BankMapSpec, kBankMaps> bank_specs_{};
