@@ -1,12 +1,19 @@
 #include "flow_log.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 
 #include "mseg/format/ocsf.hpp"
 
 namespace mseg::agent {
+namespace {
+
+constexpr size_t kBatchBytes = 256 * 1024;
+
+}  // namespace
 
 Result<FlowLog> FlowLog::open(std::string path, uint64_t max_bytes, unsigned keep) {
   std::error_code err;
@@ -22,49 +29,55 @@ FlowLog::FlowLog(FlowLog&& other) noexcept
     : path_(std::move(other.path_)),
       max_bytes_(other.max_bytes_),
       keep_(other.keep_),
-      file_(other.file_),
-      size_(other.size_) {
-  other.file_ = nullptr;
+      fd_(other.fd_),
+      size_(other.size_),
+      batch_(std::move(other.batch_)) {
+  other.fd_ = -1;
 }
 
 FlowLog& FlowLog::operator=(FlowLog&& other) noexcept {
   if (this != &other) {
-    if (file_ != nullptr) {
-      std::fclose(file_);
+    if (fd_ >= 0) {
+      (void)flush();
+      close(fd_);
     }
     path_ = std::move(other.path_);
     max_bytes_ = other.max_bytes_;
     keep_ = other.keep_;
-    file_ = other.file_;
+    fd_ = other.fd_;
     size_ = other.size_;
-    other.file_ = nullptr;
+    batch_ = std::move(other.batch_);
+    other.fd_ = -1;
   }
   return *this;
 }
 
 FlowLog::~FlowLog() {
-  if (file_ != nullptr) {
-    std::fclose(file_);
+  if (fd_ >= 0) {
+    (void)flush();
+    close(fd_);
   }
 }
 
 Status FlowLog::reopen() {
-  if (file_ != nullptr) {
-    std::fclose(file_);
+  if (fd_ >= 0) {
+    close(fd_);
   }
-  file_ = std::fopen(path_.c_str(), "ae");
-  if (file_ == nullptr) {
+  fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  if (fd_ < 0) {
     return Error::fromErrno(errno, "open flow log " + path_);
   }
   struct stat info {};
-  size_ = fstat(fileno(file_), &info) == 0 ? static_cast<uint64_t>(info.st_size) : 0;
+  size_ = fstat(fd_, &info) == 0 ? static_cast<uint64_t>(info.st_size) : 0;
   return {};
 }
 
 Status FlowLog::rotate() {
   namespace fs = std::filesystem;
+  if (auto flushed = flush(); !flushed) {
+    return flushed;
+  }
   std::error_code err;
-  std::fflush(file_);
   if (keep_ == 0) {
     fs::remove(path_, err);
     return reopen();
@@ -85,17 +98,29 @@ Status FlowLog::write(const microseg::telemetry::v1::FlowRecord& record) {
       return rotated;
     }
   }
-  if (std::fwrite(line.data(), 1, line.size(), file_) != line.size()) {
-    return Error::fromErrno(errno, "write flow log " + path_);
-  }
+  batch_ += line;
   size_ += line.size();
+  if (batch_.size() >= kBatchBytes) {
+    return flush();
+  }
   return {};
 }
 
 Status FlowLog::flush() {
-  if (std::fflush(file_) != 0) {
-    return Error::fromErrno(errno, "flush flow log " + path_);
+  size_t written = 0;
+  while (written < batch_.size()) {
+    ssize_t result = ::write(fd_, batch_.data() + written, batch_.size() - written);
+    if (result < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      int err = errno;
+      batch_.erase(0, written);
+      return Error::fromErrno(err, "write flow log " + path_);
+    }
+    written += static_cast<size_t>(result);
   }
+  batch_.clear();
   return {};
 }
 

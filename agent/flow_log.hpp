@@ -4,7 +4,6 @@
 #pragma once
 
 #include <cstdint>
-#include <cstdio>
 #include <string>
 
 #include "microseg/telemetry/v1/telemetry.pb.h"
@@ -23,9 +22,10 @@ public:
   FlowLog& operator=(const FlowLog&) = delete;
   ~FlowLog();
 
-  // Writes the record as one line. Fails on a write error (disk full): the caller counts it.
+  // Adds the record as one line. Lines reach the file whole, in batches: a reader tailing it
+  // never sees half a line. Fails on a write error (disk full): the caller counts it.
   Status write(const microseg::telemetry::v1::FlowRecord& record);
-  // Pushes buffered lines to the file; called once per batch of events, not per record.
+  // Writes the batched lines; called once per tick, and by write() when the batch is large.
   Status flush();
 
 private:
@@ -37,8 +37,9 @@ private:
   std::string path_;
   uint64_t max_bytes_;
   unsigned keep_;
-  FILE* file_ = nullptr;
-  uint64_t size_ = 0;
+  int fd_ = -1;
+  uint64_t size_ = 0;     // of the file, including the batch
+  std::string batch_;
 };
 
 }  // namespace mseg::agent

@@ -104,7 +104,7 @@ static __always_inline int sendmsg_common(struct bpf_sock_addr *ctx, const __u8 
 		return MSEG_VERDICT_PASS;
 	flow_key_init(&key, peer_addr, bpf_htons((__u16)sk->src_port), (__be16)ctx->user_port,
 		      (__u8)ctx->protocol);
-	if (flow_seen(&key, MSEG_DIR_EGRESS, 0))
+	if (flow_seen(&key, MSEG_DIR_EGRESS, MSEG_NO_PACKET))
 		return MSEG_VERDICT_PASS;
 
 	pass = judge_sock_addr(ctx, peer_addr, &judgement);
@@ -114,7 +114,7 @@ static __always_inline int sendmsg_common(struct bpf_sock_addr *ctx, const __u8 
 		      (__be16)ctx->user_port);
 	identity_set_task(&identity);
 	if (pass)
-		flow_admit(&key, &identity, 0);
+		flow_admit(&key, &identity, MSEG_NO_PACKET);
 	else
 		report_denied(&identity, identity.peer_port);
 	return pass;
@@ -226,7 +226,7 @@ static __always_inline int judge_skb(struct __sk_buff *skb, const struct mseg_pa
 	if (!pass)
 		report_denied(identity, judged_port(pkt));
 	else if (flow)
-		flow_admit(flow, identity, skb->len);
+		flow_admit(flow, identity, pkt->payload_len);
 	return pass;
 }
 
@@ -256,7 +256,7 @@ static __always_inline void account_udp_egress(struct __sk_buff *skb, struct bpf
 	struct mseg_flow_key key;
 
 	packet_flow(pkt, MSEG_DIR_EGRESS, &key);
-	if (flow_seen(&key, MSEG_DIR_EGRESS, skb->len))
+	if (flow_seen(&key, MSEG_DIR_EGRESS, pkt->payload_len))
 		return;
 	if (sk->state != BPF_TCP_ESTABLISHED)
 		return;
@@ -266,7 +266,7 @@ static __always_inline void account_udp_egress(struct __sk_buff *skb, struct bpf
 	identity = *judged;
 	__builtin_memcpy(identity.local_addr, pkt->src_addr, 16);
 	identity.start_ns = bpf_ktime_get_boot_ns();
-	flow_admit(&key, &identity, skb->len);
+	flow_admit(&key, &identity, pkt->payload_len);
 }
 
 SEC("cgroup_skb/egress")
@@ -297,7 +297,7 @@ int mseg_egress(struct __sk_buff *skb)
 	}
 
 	packet_flow(&pkt, MSEG_DIR_EGRESS, &flow);
-	if (pkt.has_l4 && flow_seen(&flow, MSEG_DIR_EGRESS, skb->len))
+	if (pkt.has_l4 && flow_seen(&flow, MSEG_DIR_EGRESS, pkt.payload_len))
 		return MSEG_VERDICT_PASS;
 	return judge_skb(skb, &pkt, MSEG_DIR_EGRESS, pkt.has_l4 ? &flow : NULL, &identity);
 }
@@ -357,7 +357,7 @@ int mseg_ingress(struct __sk_buff *skb)
 	}
 
 	packet_flow(&pkt, MSEG_DIR_INGRESS, &flow);
-	if (pkt.has_l4 && flow_seen(&flow, MSEG_DIR_INGRESS, skb->len)) {
+	if (pkt.has_l4 && flow_seen(&flow, MSEG_DIR_INGRESS, pkt.payload_len)) {
 		count_reason(MSEG_REASON_REPLY_ADMITTED);
 		return MSEG_VERDICT_PASS;
 	}
@@ -466,6 +466,32 @@ static __always_inline void passive_established(struct bpf_sock_ops *skops)
 	connection_started(skops, identity);
 }
 
+#define MSEG_RCV_SHUTDOWN 1
+
+/*
+ * Payload bytes each way, as the applications sent them. sock_ops' bytes_acked and
+ * bytes_received count sequence space, which includes the SYN and FIN; the tcp_sock's
+ * bytes_sent counts payload only (minus retransmissions for unique bytes), and a received FIN
+ * (RCV_SHUTDOWN) is taken off bytes_received.
+ */
+static __always_inline void tcp_payload_bytes(struct bpf_sock_ops *skops, struct bpf_sock *sk,
+					      struct mseg_flow *counters)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	__u64 received;
+
+	if (!tp) {
+		counters->bytes_out = skops->bytes_acked;
+		counters->bytes_in = skops->bytes_received;
+		return;
+	}
+	counters->bytes_out = tp->bytes_sent - tp->bytes_retrans;
+	received = tp->bytes_received;
+	if ((tp->inet_conn.icsk_inet.sk.sk_shutdown & MSEG_RCV_SHUTDOWN) && received > 0)
+		received -= 1;
+	counters->bytes_in = received;
+}
+
 static __always_inline void connection_closed(struct bpf_sock_ops *skops)
 {
 	struct mseg_flow_identity *identity;
@@ -477,8 +503,7 @@ static __always_inline void connection_closed(struct bpf_sock_ops *skops)
 	identity = bpf_sk_storage_get(&mseg_sk_v1, sk, 0, 0);
 	if (!identity)
 		return;
-	counters.bytes_out = skops->bytes_acked;
-	counters.bytes_in = skops->bytes_received;
+	tcp_payload_bytes(skops, sk, &counters);
 	counters.packets_out = skops->segs_out;
 	counters.packets_in = skops->segs_in;
 	emit_event(MSEG_EVENT_END, bpf_get_socket_cookie(skops), identity, &counters);

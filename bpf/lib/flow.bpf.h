@@ -24,18 +24,18 @@ static __always_inline void flow_key_init(struct mseg_flow_key *key, const __u8 
 	key->protocol = protocol;
 }
 
-/*
- * Returns non-zero when the flow was admitted, after counting the packet on it; `bytes` is 0
- * for hooks that see no packet (sendmsg).
- */
-static __always_inline int flow_seen(const struct mseg_flow_key *key, __u8 direction, __u32 bytes)
+/* The byte count of hooks that see no packet (sendmsg): nothing is counted. */
+#define MSEG_NO_PACKET (-1)
+
+/* Returns non-zero when the flow was admitted, after counting a packet of `bytes` on it. */
+static __always_inline int flow_seen(const struct mseg_flow_key *key, __u8 direction, __s64 bytes)
 {
 	struct mseg_flow *flow = bpf_map_lookup_elem(&mseg_flow_v1, key);
 
 	if (!flow)
 		return 0;
 	flow->last_seen_ns = bpf_ktime_get_boot_ns();
-	if (bytes == 0)
+	if (bytes == MSEG_NO_PACKET)
 		return 1;
 	if (direction == MSEG_DIR_EGRESS) {
 		__sync_fetch_and_add(&flow->bytes_out, bytes);
@@ -47,16 +47,16 @@ static __always_inline int flow_seen(const struct mseg_flow_key *key, __u8 direc
 	return 1;
 }
 
-/* Admits a flow and reports its start. `bytes` of the first packet, 0 from sendmsg. */
+/* Admits a flow and reports its start; `bytes` of its first packet, or MSEG_NO_PACKET. */
 static __always_inline void flow_admit(const struct mseg_flow_key *key,
-				       const struct mseg_flow_identity *identity, __u32 bytes)
+				       const struct mseg_flow_identity *identity, __s64 bytes)
 {
 	struct mseg_flow flow = {};
 
 	flow.last_seen_ns = identity->start_ns;
 	flow.identity = *identity;
 	flow.identity.local_port = key->local_port;
-	if (bytes) {
+	if (bytes != MSEG_NO_PACKET) {
 		if (identity->direction == MSEG_DIR_EGRESS) {
 			flow.bytes_out = bytes;
 			flow.packets_out = 1;

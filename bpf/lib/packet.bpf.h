@@ -36,6 +36,7 @@ struct mseg_packet {
 	__u8 icmp_type;
 	__be16 src_port;  /* ICMP echo: the identifier, in both port fields */
 	__be16 dst_port;
+	__u32 payload_len; /* bytes after the UDP header, or the whole ICMP message; else 0 */
 };
 
 static __always_inline int is_icmp(__u8 protocol)
@@ -64,6 +65,11 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 offset, struct 
 	} else {
 		return 0;
 	}
+
+	if (pkt->protocol == IPPROTO_UDP && skb->len >= offset + 8)
+		pkt->payload_len = skb->len - offset - 8;
+	else if (is_icmp(pkt->protocol) && skb->len >= offset)
+		pkt->payload_len = skb->len - offset;
 
 	if (is_icmp(pkt->protocol)) {
 		pkt->icmp_type = header[0];

@@ -60,6 +60,7 @@ Result<Subprocess> AgentHarness::launch(const std::vector<std::string>& wrapper)
   argv.insert(argv.end(), {MSEG_MICROSEGD, "--policy", policy_path_.string(), "--cgroup",
                            attach_cgroup_.string(), "--pin-dir", pin_dir_, "--state-dir",
                            (work_dir_ / "state").string(), "--stats-interval", "0"});
+  argv.insert(argv.end(), extra_arguments_.begin(), extra_arguments_.end());
   return Subprocess::start(argv);
 }
 
@@ -101,6 +102,15 @@ Status AgentHarness::reloadAndWait(uint64_t after) {
   reload();
   bool applied = pollUntil(kStartTimeout, [&] { return policyVersion().value_or(0) > after; });
   return applied ? Status{} : Status(Error(ETIMEDOUT, "policy not reloaded: " + lastError()));
+}
+
+std::vector<std::string> AgentHarness::flowLogLines() const {
+  std::vector<std::string> lines;
+  std::ifstream file(work_dir_ / "state" / "flows.ocsf.jsonl");
+  for (std::string line; std::getline(file, line);) {
+    lines.push_back(line);
+  }
+  return lines;
 }
 
 std::optional<uint64_t> AgentHarness::policyVersion() const {

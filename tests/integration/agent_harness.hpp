@@ -40,6 +40,15 @@ public:
   // Sends SIGHUP without waiting.
   void reload() const;
 
+  // Flags added to every start, e.g. {"--config", path}.
+  void addArguments(const std::vector<std::string>& arguments) {
+    extra_arguments_.insert(extra_arguments_.end(), arguments.begin(), arguments.end());
+  }
+  const std::filesystem::path& workDir() const { return work_dir_; }
+
+  // The OCSF flow records the agent has written to its flow log so far, one JSON text each.
+  std::vector<std::string> flowLogLines() const;
+
   std::optional<uint64_t> policyVersion() const;
   std::string lastError() const;
   // Total hits of a rule by its "segment/rule" name, from the pinned maps.
@@ -53,6 +62,7 @@ private:
   std::filesystem::path policy_path_;
   std::string pin_dir_;
   std::optional<Subprocess> process_;
+  std::vector<std::string> extra_arguments_;
 };
 
 }  // namespace mseg::testing

@@ -1,0 +1,170 @@
+// Flow telemetry end to end: real traffic between two namespaces, the real agent, and the OCSF
+// records it writes to its flow log, checked the way a SIEM user reads them.
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "two_hosts.hpp"
+
+namespace mseg::testing {
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr int kActivityOpen = 1;
+constexpr int kActivityClose = 2;
+constexpr int kActivityRefuse = 5;
+
+class TelemetryPrivilegedTest : public TwoHostTest {
+protected:
+  std::vector<Json> records() const {
+    std::vector<Json> parsed;
+    for (const auto& line : agent_->flowLogLines()) {
+      parsed.push_back(Json::parse(line));
+    }
+    return parsed;
+  }
+
+  // Records of one activity whose destination port is `port`, direction "Outbound" for the
+  // client's egress or "Inbound" for the server's ingress.
+  std::vector<Json> matching(int activity, int port, const std::string& direction) const {
+    std::vector<Json> found;
+    for (const auto& record : records()) {
+      if (record["activity_id"] == activity && record["dst_endpoint"].value("port", -1) == port &&
+          record["connection_info"]["direction"] == direction) {
+        found.push_back(record);
+      }
+    }
+    return found;
+  }
+
+  // Waits until `count` records match.
+  std::vector<Json> awaitMatching(int activity, int port, const std::string& direction,
+                                  size_t count = 1) const {
+    std::vector<Json> found;
+    pollUntil(10s, [&] {
+      found = matching(activity, port, direction);
+      return found.size() >= count;
+    }, 50ms);
+    return found;
+  }
+};
+
+TEST_F(TelemetryPrivilegedTest, TcpConnectionReportsStartAndEndWithBytesSent) {
+  serveTcp(7001);
+  startAgent();
+  const std::string payload(3000, 'x');
+
+  auto status = runIn(client(), [&] { return tcpSendRecv(kServer4, 7001, payload, kQuick); });
+  ASSERT_TRUE(status);
+  ASSERT_EQ(*status, 0);
+
+  auto started = awaitMatching(kActivityOpen, 7001, "Outbound");
+  ASSERT_EQ(started.size(), 1u);
+  EXPECT_EQ(started[0]["src_endpoint"]["ip"], kClient4);
+  EXPECT_EQ(started[0]["dst_endpoint"]["ip"], kServer4);
+  EXPECT_EQ(started[0]["action"], "Allowed");
+  EXPECT_EQ(started[0]["firewall_rule"]["name"], "app/client-to-server-tcp");
+  EXPECT_FALSE(started[0]["actor"]["process"]["name"].get<std::string>().empty());
+
+  auto ended = awaitMatching(kActivityClose, 7001, "Outbound");
+  ASSERT_EQ(ended.size(), 1u);
+  EXPECT_EQ(ended[0]["traffic"]["bytes_out"], payload.size());
+  EXPECT_EQ(ended[0]["traffic"]["bytes_in"], payload.size());
+  EXPECT_EQ(ended[0]["metadata"]["correlation_uid"], started[0]["metadata"]["correlation_uid"]);
+}
+
+TEST_F(TelemetryPrivilegedTest, ServerSideReportsTheAcceptedConnection) {
+  serveTcp(7001);
+  startAgent();
+  const std::string payload(1234, 'y');
+
+  auto status = runIn(client(), [&] { return tcpSendRecv(kServer4, 7001, payload, kQuick); });
+  ASSERT_TRUE(status);
+  ASSERT_EQ(*status, 0);
+
+  auto ended = awaitMatching(kActivityClose, 7001, "Inbound");
+  ASSERT_EQ(ended.size(), 1u);
+  EXPECT_EQ(ended[0]["src_endpoint"]["ip"], kClient4);
+  // OCSF counts from the source: the client sent the payload and got it back.
+  EXPECT_EQ(ended[0]["traffic"]["bytes_out"], payload.size());
+  EXPECT_EQ(ended[0]["traffic"]["bytes_in"], payload.size());
+  EXPECT_EQ(ended[0]["unmapped"]["workload"]["name"], "server");
+}
+
+TEST_F(TelemetryPrivilegedTest, Ipv6ConnectionCarriesIpv6Addresses) {
+  serveTcp(7001);
+  startAgent();
+
+  ASSERT_EQ(connectFrom(client(), kServer6, 7001), 0);
+
+  auto started = awaitMatching(kActivityOpen, 7001, "Outbound");
+  ASSERT_EQ(started.size(), 1u);
+  EXPECT_EQ(started[0]["dst_endpoint"]["ip"], kServer6);
+  EXPECT_EQ(started[0]["connection_info"]["protocol_ver_id"], 6);
+}
+
+TEST_F(TelemetryPrivilegedTest, RepeatedDeniedAttemptsAreAggregated) {
+  startAgent();
+
+  for (int attempt = 0; attempt < 5; attempt++) {
+    ASSERT_EQ(connectFrom(client(), kServer4, 7002), EPERM);
+  }
+
+  uint64_t attempts = 0;
+  std::vector<Json> denied;
+  ASSERT_TRUE(pollUntil(10s, [&] {
+    denied = matching(kActivityRefuse, 7002, "Outbound");
+    attempts = 0;
+    for (const auto& record : denied) {
+      attempts += record["count"].get<uint64_t>();
+    }
+    return attempts >= 5;
+  }, 50ms));
+  EXPECT_EQ(attempts, 5u);
+  EXPECT_LE(denied.size(), 2u) << "one event for the first attempt, one summary for the rest";
+  EXPECT_EQ(denied[0]["disposition"], "Blocked");
+  EXPECT_EQ(denied[0]["firewall_rule"]["name"], "(default deny)");
+}
+
+TEST_F(TelemetryPrivilegedTest, AuditVerdictIsRecordedAsWouldDeny) {
+  serveTcp(7160);
+  startAgent();
+
+  ASSERT_EQ(connectFrom(client(), kServer4, 7160), 0);
+
+  auto started = awaitMatching(kActivityOpen, 7160, "Outbound");
+  ASSERT_EQ(started.size(), 1u);
+  EXPECT_EQ(started[0]["action"], "Allowed");
+  EXPECT_EQ(started[0]["unmapped"]["verdict"], "audit");
+  EXPECT_EQ(started[0]["unmapped"]["would_deny"], true);
+  EXPECT_EQ(started[0]["firewall_rule"]["name"], "watch/client-debug");
+}
+
+TEST_F(TelemetryPrivilegedTest, UdpFlowEndsAfterIdleTimeoutWithPayloadBytes) {
+  serveUdp(7001);
+  const auto config = agent_->workDir() / "agent.yaml";
+  std::ofstream(config) << "udp_idle_timeout: 1\n";
+  agent_->addArguments({"--config", config.string()});
+  startAgent();
+
+  auto status = runIn(client(), [&] { return udpSendRecv(kServer4, 7001, "hello", kQuick); });
+  ASSERT_TRUE(status);
+  ASSERT_EQ(*status, 0);
+
+  auto ended = awaitMatching(kActivityClose, 7001, "Outbound");
+  ASSERT_EQ(ended.size(), 1u);
+  EXPECT_EQ(ended[0]["connection_info"]["protocol_name"], "udp");
+  EXPECT_EQ(ended[0]["traffic"]["bytes_out"], 5u);
+  EXPECT_EQ(ended[0]["traffic"]["bytes_in"], 5u);
+  EXPECT_EQ(ended[0]["traffic"]["packets_out"], 1u);
+}
+
+}  // namespace
+}  // namespace mseg::testing
