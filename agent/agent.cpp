@@ -194,18 +194,46 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentConfig& config) {
   return agent;
 }
 
-Agent::~Agent() { ring_buffer__free(events_); }
-
-Status Agent::startTelemetry() {
-  const std::string path =
-      config_.flow_log.empty() ? config_.state_dir + "/flows.ocsf.jsonl" : config_.flow_log;
-  auto log = FlowLog::open(path, config_.flow_log_max_bytes, config_.flow_log_keep);
-  if (!log) {
-    return log.error();
+Agent::~Agent() {
+  if (collector_) {
+    collector_->stop();
   }
-  flow_log_.emplace(std::move(*log));
-  recorder_.emplace(hostName(config_.host),
-                    [this](FlowRecord&& record) { exportRecord(std::move(record)); }, 1);
+  ring_buffer__free(events_);
+}
+
+// Records go to the collector through the spool when one is configured, and to the local OCSF
+// flow log when no collector is configured or a flow log path is given explicitly.
+Status Agent::startTelemetry() {
+  host_ = hostName(config_.host);
+  if (!config_.collector.empty()) {
+    auto spool = Spool::open(config_.state_dir + "/spool", config_.spool_max_bytes);
+    if (!spool) {
+      return spool.error();
+    }
+    spool_ = std::move(*spool);
+    auto client = CollectorClient::create({config_.collector, config_.collector_ca,
+                                           config_.tls_cert, config_.tls_key,
+                                           config_.collector_server_name},
+                                          *spool_);
+    if (!client) {
+      return client.error();
+    }
+    collector_ = std::move(*client);
+    collector_->start();
+    logger("agent")->info("flow records go to collector={} spooled={} next_sequence={}",
+                          config_.collector, spool_->pendingRecords(), spool_->nextSequence());
+  }
+  if (config_.collector.empty() || !config_.flow_log.empty()) {
+    const std::string path =
+        config_.flow_log.empty() ? config_.state_dir + "/flows.ocsf.jsonl" : config_.flow_log;
+    auto log = FlowLog::open(path, config_.flow_log_max_bytes, config_.flow_log_keep);
+    if (!log) {
+      return log.error();
+    }
+    flow_log_.emplace(std::move(*log));
+    logger("agent")->info("flow records go to {}", path);
+  }
+  recorder_.emplace(host_, [this](FlowRecord&& record) { exportRecord(std::move(record)); });
   events_ = ring_buffer__new(datapath_->eventsFd(), handleEvent, &*recorder_, nullptr);
   if (events_ == nullptr) {
     return Error::fromErrno(errno, "open the flow event ring buffer");
@@ -215,11 +243,21 @@ Status Agent::startTelemetry() {
     denials_reported_[std::string(reinterpret_cast<const char*>(&key), sizeof(key))] =
         denial.attempts;
   });
-  logger("agent")->info("flow records go to {}", path);
   return {};
 }
 
 void Agent::exportRecord(FlowRecord&& record) {
+  if (spool_) {
+    spool_->append(record, host_);
+  } else {
+    record.set_sequence(local_sequence_);
+    record.set_record_id(host_ + "-" + std::to_string(local_sequence_));
+    local_sequence_ += 1;
+  }
+  if (!flow_log_) {
+    records_exported_ += 1;
+    return;
+  }
   if (auto written = flow_log_->write(record); !written) {
     records_dropped_ += 1;
     // The first drop, then every 10,000th: never a line per record.
@@ -264,7 +302,16 @@ void Agent::tick() {
                                   [this](const mseg_flow& flow) { recorder_->onIdleFlow(flow); });
   }
   reportDenials();
-  (void)flow_log_->flush();
+  if (flow_log_) {
+    (void)flow_log_->flush();
+  }
+  if (spool_) {
+    if (auto synced = spool_->sync(); !synced) {
+      logger("agent")->warn("cannot write the spool, records may be lost err={}",
+                            synced.error().message());
+    }
+    collector_->notify();
+  }
   ticks_ += 1;
   if (config_.stats_interval_s > 0 && ticks_ % config_.stats_interval_s == 0) {
     logCounterChanges();

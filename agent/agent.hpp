@@ -12,7 +12,9 @@
 #include "cgroups.hpp"
 #include "config.hpp"
 #include "datapath.hpp"
+#include "collector_client.hpp"
 #include "flow_log.hpp"
+#include "spool.hpp"
 #include "flow_recorder.hpp"
 #include "kernel_state.hpp"
 #include "mseg/policy/compiled.hpp"
@@ -64,6 +66,10 @@ private:
 
   std::optional<FlowRecorder> recorder_;
   std::optional<FlowLog> flow_log_;
+  std::unique_ptr<Spool> spool_;
+  std::unique_ptr<CollectorClient> collector_;
+  std::string host_;
+  uint64_t local_sequence_ = 1;
   ::ring_buffer* events_ = nullptr;
   // Denied attempts already reported, per aggregation key (bytes of mseg_denial_key).
   std::unordered_map<std::string, uint64_t> denials_reported_;

@@ -27,7 +27,11 @@ options:
   --log-level LEVEL      trace, debug, info, warn, error (default info)
   --stats-interval SEC   how often counter changes are logged (default 10, 0 turns it off)
   --host NAME            this host's name in flow records (default: the system host name)
-  --flow-log FILE        OCSF flow log (default STATE_DIR/flows.ocsf.jsonl)
+  --flow-log FILE        OCSF flow log (default STATE_DIR/flows.ocsf.jsonl when no collector)
+  --collector HOST:PORT  stream flow records to microseg-collector (mutual TLS)
+  --collector-ca FILE    CA certificate that signed the collector's certificate
+  --tls-cert FILE        this agent's certificate (its CN/SAN names this host)
+  --tls-key FILE         this agent's private key
   --version              print the version and exit
   --help                 print this help and exit
 
@@ -45,6 +49,10 @@ enum Option {
   kStatsInterval,
   kHost,
   kFlowLog,
+  kCollector,
+  kCollectorCa,
+  kTlsCert,
+  kTlsKey,
   kVersion,
   kHelp,
 };
@@ -59,6 +67,10 @@ const option kOptions[] = {
     {"stats-interval", required_argument, nullptr, kStatsInterval},
     {"host", required_argument, nullptr, kHost},
     {"flow-log", required_argument, nullptr, kFlowLog},
+    {"collector", required_argument, nullptr, kCollector},
+    {"collector-ca", required_argument, nullptr, kCollectorCa},
+    {"tls-cert", required_argument, nullptr, kTlsCert},
+    {"tls-key", required_argument, nullptr, kTlsKey},
     {"version", no_argument, nullptr, kVersion},
     {"help", no_argument, nullptr, kHelp},
     {nullptr, 0, nullptr, 0},
@@ -104,7 +116,8 @@ Status loadConfigFile(const std::string& path, AgentConfig& config) {
       reader.checkFields(*tree, "configuration",
                          {"policy", "cgroup", "pin_dir", "state_dir", "log_level",
                           "stats_interval", "host", "flow_log", "flow_log_max_bytes",
-                          "flow_log_keep", "udp_idle_timeout"});
+                          "flow_log_keep", "udp_idle_timeout", "collector", "collector_ca",
+                          "collector_server_name", "tls_cert", "tls_key", "spool_max_bytes"});
       auto readInto = [&](const char* key, std::string& field) {
         if (const auto* node = tree->find(key)) {
           if (auto value = reader.readString(*node, key)) {
@@ -118,6 +131,16 @@ Status loadConfigFile(const std::string& path, AgentConfig& config) {
       readInto("state_dir", config.state_dir);
       readInto("host", config.host);
       readInto("flow_log", config.flow_log);
+      readInto("collector", config.collector);
+      readInto("collector_ca", config.collector_ca);
+      readInto("collector_server_name", config.collector_server_name);
+      readInto("tls_cert", config.tls_cert);
+      readInto("tls_key", config.tls_key);
+      if (const auto* node = tree->find("spool_max_bytes")) {
+        if (auto bytes = reader.readUnsigned(*node, "spool_max_bytes", 1 << 20, 1ull << 40)) {
+          config.spool_max_bytes = *bytes;
+        }
+      }
       if (const auto* node = tree->find("flow_log_max_bytes")) {
         if (auto bytes = reader.readUnsigned(*node, "flow_log_max_bytes", 4096, 1ull << 40)) {
           config.flow_log_max_bytes = *bytes;
@@ -187,6 +210,10 @@ Result<CommandLine> parseCommandLine(int argc, char** argv) {
       case kStateDir: config.state_dir = value; break;
       case kHost: config.host = value; break;
       case kFlowLog: config.flow_log = value; break;
+      case kCollector: config.collector = value; break;
+      case kCollectorCa: config.collector_ca = value; break;
+      case kTlsCert: config.tls_cert = value; break;
+      case kTlsKey: config.tls_key = value; break;
       case kLogLevel:
         if (!isLogLevel(value)) {
           return Error::invalid("--log-level " + value +
@@ -206,6 +233,11 @@ Result<CommandLine> parseCommandLine(int argc, char** argv) {
       case kHelp: command.show_help = true; break;
       default: break;
     }
+  }
+  if (!config.collector.empty() &&
+      (config.collector_ca.empty() || config.tls_cert.empty() || config.tls_key.empty())) {
+    return Error::invalid("--collector needs --collector-ca, --tls-cert and --tls-key: the "
+                          "collector only accepts agents with a certificate");
   }
   if (!command.show_help && !command.show_version && config.policy_path.empty()) {
     return Error::invalid("no policy given: pass --policy FILE or set `policy` in --config");

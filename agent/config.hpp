@@ -22,6 +22,13 @@ struct AgentConfig {
   uint64_t flow_log_max_bytes = 100ull << 20;
   unsigned flow_log_keep = 5;         // rotated files kept besides the current one
   unsigned udp_idle_timeout_s = 30;   // a datagram flow idle this long ends (and is re-judged)
+  // Export to microseg-collector (off when collector is empty).
+  std::string collector;              // host:port
+  std::string collector_ca;           // CA of the collector's certificate
+  std::string collector_server_name;  // name in the collector's certificate; empty: from address
+  std::string tls_cert;               // this agent's certificate, naming this host
+  std::string tls_key;
+  uint64_t spool_max_bytes = 256ull << 20;
 };
 
 // What the command line asked for besides settings.

@@ -46,8 +46,8 @@ int64_t bootToUnixOffsetNanos() {
          (static_cast<int64_t>(real.tv_nsec) - boot.tv_nsec);
 }
 
-FlowRecorder::FlowRecorder(std::string host, Sink sink, uint64_t first_sequence)
-    : host_(std::move(host)), sink_(std::move(sink)), next_sequence_(first_sequence) {}
+FlowRecorder::FlowRecorder(std::string host, Sink sink)
+    : host_(std::move(host)), sink_(std::move(sink)) {}
 
 void FlowRecorder::setPolicy(const policy::CompiledPolicy& policy,
                              const std::map<uint32_t, RuleName>& rules, uint64_t version) {
@@ -136,8 +136,6 @@ FlowRecord FlowRecorder::recordOf(const mseg_flow_identity& flow, uint64_t time_
 }
 
 void FlowRecorder::emit(FlowRecord&& record) {
-  record.set_sequence(next_sequence_++);
-  record.set_record_id(host_ + "-" + std::to_string(record.sequence()));
   if (auto id = format::communityId(record)) {
     record.set_community_id(*id);
   }

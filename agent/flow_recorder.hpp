@@ -23,8 +23,8 @@ class FlowRecorder {
 public:
   using Sink = std::function<void(FlowRecord&&)>;
 
-  // `first_sequence` continues the numbering of a previous run (see the spool).
-  FlowRecorder(std::string host, Sink sink, uint64_t first_sequence);
+  // Records go to `sink` without sequence numbers: whoever stores them numbers them.
+  FlowRecorder(std::string host, Sink sink);
 
   // What the numbers in events mean from now on. Call after every policy or cgroup change.
   void setPolicy(const policy::CompiledPolicy& policy, const std::map<uint32_t, RuleName>& rules,
@@ -38,8 +38,6 @@ public:
   // Denied attempts of one kind not reported yet (`attempts` of them, the last at `last_ns`).
   void onDenials(const mseg_denial& denial, uint64_t attempts);
 
-  uint64_t nextSequence() const { return next_sequence_; }
-
 private:
   FlowRecord recordOf(const mseg_flow_identity& flow, uint64_t time_ns) const;
   void emit(FlowRecord&& record);
@@ -47,7 +45,6 @@ private:
 
   std::string host_;
   Sink sink_;
-  uint64_t next_sequence_;
   uint64_t policy_version_ = 0;
   std::string policy_hash_;
   std::unordered_map<uint32_t, policy::CompiledWorkload> workloads_;
