@@ -166,5 +166,41 @@ TEST_F(TelemetryPrivilegedTest, UdpFlowEndsAfterIdleTimeoutWithPayloadBytes) {
   EXPECT_EQ(ended[0]["traffic"]["packets_out"], 1u);
 }
 
+// A connect() port scan from the client workload is refused port by port and aggregated in the
+// kernel, so it cannot crowd the ring buffer: every allowed connection made during the scan is
+// still recorded and no event is lost.
+TEST_F(TelemetryPrivilegedTest, PortScanLosesNoOtherFlows) {
+  serveTcp(7001);
+  startAgent();
+  constexpr int kConnections = 30;
+
+  auto scan = Subprocess::start({"nmap", "-sT", "-Pn", "-n", "-p", "1-4000", "--max-retries",
+                                 "0", "-T5", kServer4},
+                                client());
+  ASSERT_TRUE(scan) << scan.error().message();
+  for (int i = 0; i < kConnections; i++) {
+    ASSERT_EQ(connectFrom(client(), kServer4, 7001), 0);
+  }
+  auto scanned = scan->wait(120s);
+  ASSERT_TRUE(scanned);
+
+  auto ended = awaitMatching(kActivityClose, 7001, "Outbound", kConnections);
+  EXPECT_EQ(ended.size(), static_cast<size_t>(kConnections));
+  auto counters = agent_->counters();
+  ASSERT_TRUE(counters);
+  EXPECT_EQ(counters->reasons[MSEG_REASON_EVENT_LOST], 0u);
+  uint64_t refused = 0;
+  pollUntil(5s, [&] {
+    refused = 0;
+    for (const auto& record : records()) {
+      if (record["activity_id"] == kActivityRefuse) {
+        refused += record["count"].get<uint64_t>();
+      }
+    }
+    return refused >= 3998;
+  }, 100ms);
+  EXPECT_GE(refused, 3998u) << "every refused port of the scan is accounted for";
+}
+
 }  // namespace
 }  // namespace mseg::testing
