@@ -3,6 +3,7 @@
 // without disturbing other agents. No root needed.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -11,16 +12,18 @@
 #include "agent_client.hpp"
 #include "collector_testing.hpp"
 #include "mseg/collector/collector.hpp"
+#include "support/poll.hpp"
+#include "support/subprocess.hpp"
 #include "test_pki.hpp"
 
 namespace mseg::collector {
 namespace {
 
-using ::testing::ElementsAre;
-using ::testing::IsEmpty;
 using testing::AgentStream;
 using testing::CertFiles;
 using testing::ClientTls;
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
 using testing::makeBatch;
 using testing::readPem;
 using testing::TempDir;
@@ -219,6 +222,33 @@ TEST_F(CollectorServiceTest, StoresEveryRecordOfAgentsStreamingConcurrently) {
   EXPECT_EQ(storedRecordIds().size(), 2 * kBatches * kPerBatch);
   EXPECT_EQ(collector_->stats().records_stored, 2 * kBatches * kPerBatch);
   EXPECT_EQ(collector_->stats().records_duplicate, 0u);
+}
+
+// The installed binary, as systemd runs it: started with a configuration, stopped by SIGTERM.
+class CollectorBinaryTest : public CollectorServiceTest {};
+
+TEST_F(CollectorBinaryTest, ServesUntilSigtermAndThenExitsWithZero) {
+  collector_.reset();
+  auto config_path = dir_ / "collector.yaml";
+  std::ofstream(config_path) << "listen: 127.0.0.1:0\n"
+                             << "tls: {cert: " << config_.tls.cert << ", key: " << config_.tls.key
+                             << ", client_ca: " << config_.tls.client_ca << "}\n"
+                             << "state_dir: " << (dir_ / "binary-state").string() << "\n"
+                             << "outputs: [{type: ocsf_file, path: "
+                             << (dir_ / "binary-out/flows.jsonl").string() << "}]\n";
+  auto process =
+      mseg::testing::Subprocess::start({MSEG_COLLECTOR_BINARY, "--config", config_path.string()});
+  ASSERT_TRUE(process.ok()) << process.error().message();
+  // The output file exists once its output is open, right before the server starts.
+  ASSERT_TRUE(mseg::testing::pollUntil(std::chrono::seconds(10), [&] {
+    return std::filesystem::exists(dir_ / "binary-out/flows.jsonl");
+  }));
+
+  ASSERT_EQ(kill(process->pid(), SIGTERM), 0);
+  auto status = process->wait(std::chrono::seconds(10));
+
+  ASSERT_TRUE(status.ok()) << status.error().message();
+  EXPECT_EQ(*status, 0) << process->err();
 }
 
 }  // namespace

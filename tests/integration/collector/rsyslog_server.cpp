@@ -1,9 +1,9 @@
 #include "rsyslog_server.hpp"
 
+#include <fmt/format.h>
+
 #include <fstream>
 #include <sstream>
-
-#include <fmt/format.h>
 
 #include "mseg/policy/yaml_tree.hpp"
 #include "support/poll.hpp"
@@ -61,9 +61,9 @@ Result<RsyslogServer> RsyslogServer::start(const std::filesystem::path& dir,
                           fmt::arg("tcp_port", tcp_port), fmt::arg("tls_port", tls_port));
   }
 
-  auto process = mseg::testing::Subprocess::start({kRsyslogd, "-n", "-f",
-                                                   (dir / "rsyslog.conf").string(), "-i",
-                                                   (dir / "rsyslogd.pid").string()});
+  auto process =
+      mseg::testing::Subprocess::start({kRsyslogd, "-n", "-f", (dir / "rsyslog.conf").string(),
+                                        "-i", (dir / "rsyslogd.pid").string()});
   if (!process) {
     return process.error();
   }

@@ -1,6 +1,8 @@
 // The syslog output against a real rsyslogd on loopback: CEF and OCSF JSON payloads in RFC
 // 5424 messages with octet-counting framing, over TCP and over TLS, end to end from an agent's
 // stream; plus reconnection and the bounded queue. No root needed.
+#include "mseg/collector/syslog_output.hpp"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -13,7 +15,6 @@
 #include "agent_client.hpp"
 #include "collector_testing.hpp"
 #include "mseg/collector/collector.hpp"
-#include "mseg/collector/syslog_output.hpp"
 #include "rsyslog_server.hpp"
 #include "support/poll.hpp"
 #include "support/subprocess.hpp"
@@ -22,12 +23,12 @@
 namespace mseg::collector {
 namespace {
 
-using ::testing::StartsWith;
 using testing::AgentStream;
 using testing::makeBatch;
 using testing::readPem;
 using testing::ReceivedMessage;
 using testing::RsyslogServer;
+using ::testing::StartsWith;
 using testing::TempDir;
 
 constexpr std::chrono::seconds kDeliveryTimeout{20};
@@ -69,8 +70,8 @@ protected:
     ASSERT_TRUE(pki.ok()) << pki.error().message();
     pki_.emplace(std::move(*pki));
     // The syslog server's own CA and certificate (for 127.0.0.1), apart from the agents' CA.
-    for (std::vector<std::string> args : {std::vector<std::string>{"ca"},
-                                          std::vector<std::string>{"collector", "127.0.0.1"}}) {
+    for (std::vector<std::string> args :
+         {std::vector<std::string>{"ca"}, std::vector<std::string>{"collector", "127.0.0.1"}}) {
       std::vector<std::string> argv = {"bash", MSEG_CERTS_SCRIPT, "--dir",
                                        (dir_ / "syslog-pki").string()};
       argv.insert(argv.end(), args.begin(), args.end());
@@ -196,9 +197,8 @@ TEST_F(SyslogRsyslogTest, SendsNothingToAServerItsCaDoesNotVouchFor) {
 
   ASSERT_EQ(sendAsHostA(1, 3), 3u);
 
-  ASSERT_TRUE(mseg::testing::pollUntil(kDeliveryTimeout, [&] {
-    return statsOf("tls-untrusted").connect_failures >= 2;
-  }));
+  ASSERT_TRUE(mseg::testing::pollUntil(
+      kDeliveryTimeout, [&] { return statsOf("tls-untrusted").connect_failures >= 2; }));
   EXPECT_FALSE(statsOf("tls-untrusted").connected);
   EXPECT_EQ(statsOf("tls-untrusted").queued, 3u);
   EXPECT_TRUE(rsyslog_->receivedOverTls().empty());
@@ -278,9 +278,8 @@ TEST_F(SyslogOutputTest, CountsMessagesDroppedBeyondAFullQueue) {
   EXPECT_EQ(stats.queued, 3u);
   EXPECT_EQ(stats.queue_overflow, 2u);
   EXPECT_EQ(stats.records, 0u);
-  EXPECT_TRUE(mseg::testing::pollUntil(kDeliveryTimeout, [&] {
-    return (*output)->stats().connect_failures >= 1;
-  }));
+  EXPECT_TRUE(mseg::testing::pollUntil(kDeliveryTimeout,
+                                       [&] { return (*output)->stats().connect_failures >= 1; }));
 }
 
 }  // namespace
