@@ -40,6 +40,9 @@ const char* reasonName(size_t reason) {
     case MSEG_REASON_FLOW_TABLE_FULL: return "flow_table_full";
     case MSEG_REASON_IPV6_EXT_HEADER: return "ipv6_ext_header";
     case MSEG_REASON_REPLY_ADMITTED: return "reply_admitted";
+    case MSEG_REASON_EVENT_LOST: return "event_lost";
+    case MSEG_REASON_DENIAL_TABLE_FULL: return "denial_table_full";
+    case MSEG_REASON_SOCKET_STORAGE: return "socket_storage";
     default: return nullptr;
   }
 }
