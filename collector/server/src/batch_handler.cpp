@@ -21,6 +21,9 @@ struct Novelty {
   uint64_t first_missing = 0;  // the first sequence number skipped, for the log
 };
 
+// LIMITATION: a record at or below the mark is taken for a resend. An agent whose numbering
+// started over (spool wiped, host reinstalled) is indistinguishable and has its records dropped
+// as duplicates until it passes the mark; the protocol would need an agent incarnation id.
 Novelty sortOut(const ExportRequest& request, uint64_t stored) {
   Novelty novelty;
   uint64_t expected = stored + 1;
