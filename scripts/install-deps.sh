@@ -10,7 +10,7 @@ packages=(
   libgtest-dev libgmock-dev
   # lab and integration tests: real servers and clients in network namespaces
   iproute2 iputils-ping procps postgresql postgresql-client nginx-light curl python3
-  socat iperf3
+  socat iperf3 nmap openssl rsyslog rsyslog-gnutls util-linux
 )
 
 missing=()
