@@ -39,7 +39,9 @@
 #define MSEG_MAX_FLOWS 65536
 #define MSEG_MAX_DENIALS 65536
 #define MSEG_MAX_PENDING_ACCEPTS 16384
-#define MSEG_EVENT_RING_BYTES (16 * 1024 * 1024)
+/* 8 MiB: about 50,000 events, a second of bursts at the target rate. The agent maps it twice
+ * (the kernel double-maps the data pages), so it counts 16 MiB towards the agent's RSS. */
+#define MSEG_EVENT_RING_BYTES (8 * 1024 * 1024)
 #define MSEG_COMM_LEN 16
 
 /* Policy state is double-buffered in two banks; the config entry names the active one. */
