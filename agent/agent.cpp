@@ -176,6 +176,9 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentConfig& config) {
   if (auto watching = agent->watcher_.start(agent->attach_cgroup_); !watching) {
     return watching.error();
   }
+  if (auto watching = agent->policy_watcher_.start(config.policy_path); !watching) {
+    return watching.error();
+  }
   if (auto telemetry = agent->startTelemetry(); !telemetry) {
     return telemetry.error();
   }
@@ -451,12 +454,13 @@ int Agent::run() {
     log->critical("cannot set up the event loop err={}", std::strerror(errno));
     return 1;
   }
-  pollfd fds[4] = {{signal_fd, POLLIN, 0},
+  pollfd fds[5] = {{signal_fd, POLLIN, 0},
                    {watcher_.fd(), POLLIN, 0},
                    {tick_fd, POLLIN, 0},
-                   {ring_buffer__epoll_fd(events_), POLLIN, 0}};
+                   {ring_buffer__epoll_fd(events_), POLLIN, 0},
+                   {policy_watcher_.fd(), POLLIN, 0}};
   for (;;) {
-    if (poll(fds, 4, -1) < 0) {
+    if (poll(fds, 5, -1) < 0) {
       if (errno == EINTR) {
         continue;
       }
@@ -493,6 +497,9 @@ int Agent::run() {
           log->error("cannot label changed cgroups err={}", rebound.error().message());
         }
       }
+    }
+    if ((fds[4].revents & POLLIN) && policy_watcher_.changed()) {
+      reloadPolicy();
     }
     if (fds[2].revents & POLLIN) {
       uint64_t expirations = 0;

@@ -13,6 +13,7 @@
 #include "config.hpp"
 #include "datapath.hpp"
 #include "collector_client.hpp"
+#include "file_watcher.hpp"
 #include "flow_log.hpp"
 #include "spool.hpp"
 #include "flow_recorder.hpp"
@@ -56,6 +57,7 @@ private:
   std::string cgroup_v2_prefix_;  // attach cgroup relative to the cgroup v2 mount
   std::unique_ptr<Datapath> datapath_;
   CgroupWatcher watcher_;
+  FileWatcher policy_watcher_;
   RuleIds rule_ids_;
   policy::CompiledPolicy policy_;
   std::vector<WorkloadBinding> bindings_;

@@ -9,6 +9,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -264,6 +266,22 @@ TEST_F(EnforcementPrivilegedTest, RestartWithBadPolicyKeepsPinnedPolicyEnforcing
   EXPECT_NE(*status, 0);
   EXPECT_EQ(connectFrom(client(), kServer4, 7001), 0);
   EXPECT_EQ(connectFrom(client(), kServer4, 7002), EPERM);
+}
+
+// Configuration management writes a new file and renames it over the old one.
+TEST_F(EnforcementPrivilegedTest, ReplacingThePolicyFileAppliesIt) {
+  serveTcp(7001);
+  startAgent();
+  const uint64_t version = *agent_->policyVersion();
+  std::string tightened = kPolicy;
+  tightened.replace(tightened.find("ports: [7001, 7100-7199]"), 24, "ports: [7100-7199]      ");
+  const auto staged = agent_->policyPath().string() + ".new";
+  std::ofstream(staged) << tightened;
+
+  std::filesystem::rename(staged, agent_->policyPath());
+
+  ASSERT_TRUE(pollUntil(10s, [&] { return agent_->policyVersion().value_or(0) > version; }));
+  EXPECT_EQ(connectFrom(client(), kServer4, 7001), EPERM);
 }
 
 TEST_F(EnforcementPrivilegedTest, ReloadWithBadPolicyKeepsTheOldOne) {
