@@ -7,10 +7,10 @@ packages=(
   cmake g++ pkg-config clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev
   libspdlog-dev libfmt-dev libyaml-dev libssl-dev libsystemd-dev nlohmann-json3-dev
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
-  libgtest-dev libgmock-dev
+  libgtest-dev libgmock-dev libmicrohttpd-dev
   # lab and integration tests: real servers and clients in network namespaces
   iproute2 iputils-ping procps postgresql postgresql-client nginx-light curl python3
-  socat iperf3 nmap openssl rsyslog rsyslog-gnutls util-linux
+  socat iperf3 nmap openssl rsyslog rsyslog-gnutls util-linux prometheus
 )
 
 missing=()
