@@ -16,6 +16,7 @@
 #include "logging.hpp"
 #include "mounts.hpp"
 #include "mseg/policy/compiler.hpp"
+#include "reasons.hpp"
 
 namespace mseg::agent {
 namespace {
@@ -182,6 +183,16 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentConfig& config) {
   if (auto telemetry = agent->startTelemetry(); !telemetry) {
     return telemetry.error();
   }
+  if (!config.metrics_listen.empty()) {
+    auto metrics = MetricsServer::start(config.metrics_listen);
+    if (!metrics) {
+      return metrics.error().wrap("metrics endpoint");
+    }
+    agent->metrics_ = std::move(*metrics);
+    log->info("serving metrics listen={} port={}", config.metrics_listen,
+              agent->metrics_->port());
+    agent->publishMetrics();
+  }
   if (auto applied = agent->applyPolicy(*compiled); !applied) {
     return applied.error();
   }
@@ -316,9 +327,64 @@ void Agent::tick() {
     collector_->notify();
   }
   ticks_ += 1;
+  if (metrics_) {
+    publishMetrics();
+  }
   if (config_.stats_interval_s > 0 && ticks_ % config_.stats_interval_s == 0) {
     logCounterChanges();
   }
+}
+
+// LIMITATION: rule counters are read one syscall per rule each second while metrics are on;
+// with tens of thousands of rules a batched read (BPF_MAP_LOOKUP_BATCH) is needed.
+void Agent::publishMetrics() {
+  MetricsText text;
+  text.gauge("microseg_policy_version", "Version of the policy enforcing now.");
+  text.sample("microseg_policy_version", {}, static_cast<double>(policy_version_));
+  text.counter("microseg_policy_reloads_total", "Policy reloads by result.");
+  text.sample("microseg_policy_reloads_total", {{"result", "applied"}},
+              static_cast<double>(reloads_applied_));
+  text.sample("microseg_policy_reloads_total", {{"result", "failed"}},
+              static_cast<double>(reloads_failed_));
+  text.gauge("microseg_policy_apply_seconds", "Duration of the last policy or cgroup apply.");
+  text.sample("microseg_policy_apply_seconds", {}, last_apply_seconds_);
+  text.gauge("microseg_workload_cgroups", "Cgroups bound to a workload.");
+  text.sample("microseg_workload_cgroups", {}, static_cast<double>(bindings_.size()));
+
+  text.counter("microseg_rule_hits_total", "Verdicts per rule, by the verdict the rule gives.");
+  if (auto hits = datapath_->ruleHits()) {
+    const auto names = ruleNames(policy_, kernel_rule_ids_);
+    for (const auto& [id, count] : *hits) {
+      if (auto rule = names.find(id); rule != names.end()) {
+        text.sample("microseg_rule_hits_total",
+                    {{"rule", rule->second.name}, {"verdict", verdictName(rule->second.verdict)}},
+                    static_cast<double>(count));
+      }
+    }
+  }
+  text.counter("microseg_datapath_reason_total",
+               "Datapath outcomes other than plain verdicts, including lost events.");
+  if (auto reasons = datapath_->reasonCounts()) {
+    for (size_t reason = 0; reason < reasons->size(); reason++) {
+      if (const char* name = reasonName(reason)) {
+        text.sample("microseg_datapath_reason_total", {{"reason", name}},
+                    static_cast<double>((*reasons)[reason]));
+      }
+    }
+  }
+  text.counter("microseg_flow_records_total", "Flow records exported (to the log or spool).");
+  text.sample("microseg_flow_records_total", {}, static_cast<double>(records_exported_));
+  text.counter("microseg_flow_records_dropped_total",
+               "Flow records the agent could not write or had to drop.");
+  text.sample("microseg_flow_records_dropped_total", {},
+              static_cast<double>(records_dropped_ + (spool_ ? spool_->droppedTotal() : 0)));
+  if (spool_) {
+    text.gauge("microseg_spool_records", "Records spooled, not yet acknowledged by the collector.");
+    text.sample("microseg_spool_records", {}, static_cast<double>(spool_->pendingRecords()));
+    text.gauge("microseg_collector_connected", "1 while the collector stream is up.");
+    text.sample("microseg_collector_connected", {}, collector_->connected() ? 1 : 0);
+  }
+  metrics_->publish(text.text());
 }
 
 Status Agent::applyPolicy(const policy::CompiledPolicy& compiled) {
@@ -342,6 +408,7 @@ Status Agent::applyPolicy(const policy::CompiledPolicy& compiled) {
 
   auto took_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
                                                            started).count();
+  last_apply_seconds_ = took_ms / 1000.0;
   logger("policy")->info(
       "policy applied version={} hash={} rules={} entries={} workload_cgroups={} took_ms={:.1f}",
       policy_version_, compiled.content_hash.substr(0, 12), compiled.rules.size(),
@@ -383,6 +450,7 @@ void Agent::reloadPolicy() {
   auto compiled = compilePolicyFile();
   if (!compiled) {
     last_error_ = compiled.error().message();
+    reloads_failed_ += 1;
     log->error("policy rejected, version {} keeps enforcing: fix the file and send SIGHUP again "
                "err={}", policy_version_, last_error_);
     writeStatus();
@@ -390,9 +458,11 @@ void Agent::reloadPolicy() {
   }
   if (auto applied = applyPolicy(*compiled); !applied) {
     last_error_ = applied.error().message();
+    reloads_failed_ += 1;
     log->error("policy not applied, the previous version keeps enforcing err={}", last_error_);
   } else {
     last_error_.clear();
+    reloads_applied_ += 1;
   }
   writeStatus();
 }

@@ -17,6 +17,7 @@
 #include "flow_log.hpp"
 #include "spool.hpp"
 #include "flow_recorder.hpp"
+#include "metrics.hpp"
 #include "kernel_state.hpp"
 #include "mseg/policy/compiled.hpp"
 #include "mseg/result.hpp"
@@ -44,6 +45,7 @@ private:
   void drainEvents();
   void tick();
   void reportDenials();
+  void publishMetrics();
   Result<policy::CompiledPolicy> compilePolicyFile() const;
   Status applyPolicy(const policy::CompiledPolicy& compiled);
   Status rebindCgroups();
@@ -72,6 +74,10 @@ private:
   std::unique_ptr<CollectorClient> collector_;
   std::string host_;
   uint64_t local_sequence_ = 1;
+  std::unique_ptr<MetricsServer> metrics_;
+  uint64_t reloads_applied_ = 0;
+  uint64_t reloads_failed_ = 0;
+  double last_apply_seconds_ = 0;
   ::ring_buffer* events_ = nullptr;
   // Denied attempts already reported, per aggregation key (bytes of mseg_denial_key).
   std::unordered_map<std::string, uint64_t> denials_reported_;

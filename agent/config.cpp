@@ -32,6 +32,7 @@ options:
   --collector-ca FILE    CA certificate that signed the collector's certificate
   --tls-cert FILE        this agent's certificate (its CN/SAN names this host)
   --tls-key FILE         this agent's private key
+  --metrics-listen ADDR  serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464)
   --version              print the version and exit
   --help                 print this help and exit
 
@@ -53,6 +54,7 @@ enum Option {
   kCollectorCa,
   kTlsCert,
   kTlsKey,
+  kMetricsListen,
   kVersion,
   kHelp,
 };
@@ -71,6 +73,7 @@ const option kOptions[] = {
     {"collector-ca", required_argument, nullptr, kCollectorCa},
     {"tls-cert", required_argument, nullptr, kTlsCert},
     {"tls-key", required_argument, nullptr, kTlsKey},
+    {"metrics-listen", required_argument, nullptr, kMetricsListen},
     {"version", no_argument, nullptr, kVersion},
     {"help", no_argument, nullptr, kHelp},
     {nullptr, 0, nullptr, 0},
@@ -117,7 +120,8 @@ Status loadConfigFile(const std::string& path, AgentConfig& config) {
                          {"policy", "cgroup", "pin_dir", "state_dir", "log_level",
                           "stats_interval", "host", "flow_log", "flow_log_max_bytes",
                           "flow_log_keep", "udp_idle_timeout", "collector", "collector_ca",
-                          "collector_server_name", "tls_cert", "tls_key", "spool_max_bytes"});
+                          "collector_server_name", "tls_cert", "tls_key", "spool_max_bytes",
+                          "metrics_listen"});
       auto readInto = [&](const char* key, std::string& field) {
         if (const auto* node = tree->find(key)) {
           if (auto value = reader.readString(*node, key)) {
@@ -136,6 +140,7 @@ Status loadConfigFile(const std::string& path, AgentConfig& config) {
       readInto("collector_server_name", config.collector_server_name);
       readInto("tls_cert", config.tls_cert);
       readInto("tls_key", config.tls_key);
+      readInto("metrics_listen", config.metrics_listen);
       if (const auto* node = tree->find("spool_max_bytes")) {
         if (auto bytes = reader.readUnsigned(*node, "spool_max_bytes", 1 << 20, 1ull << 40)) {
           config.spool_max_bytes = *bytes;
@@ -214,6 +219,7 @@ Result<CommandLine> parseCommandLine(int argc, char** argv) {
       case kCollectorCa: config.collector_ca = value; break;
       case kTlsCert: config.tls_cert = value; break;
       case kTlsKey: config.tls_key = value; break;
+      case kMetricsListen: config.metrics_listen = value; break;
       case kLogLevel:
         if (!isLogLevel(value)) {
           return Error::invalid("--log-level " + value +

@@ -323,6 +323,26 @@ TEST_F(EnforcementPrivilegedTest, NamesTheMissingCapability) {
       << started->err();
 }
 
+TEST_F(EnforcementPrivilegedTest, ServesVerdictCountersAsPrometheusMetrics) {
+  serveTcp(7001);
+  const uint16_t port = 20000 + getpid() % 20000;
+  agent_->addArguments({"--metrics-listen", "127.0.0.1:" + std::to_string(port)});
+  startAgent();
+  ASSERT_EQ(connectFrom(client(), kServer4, 7002), EPERM);
+
+  const std::string url = "http://127.0.0.1:" + std::to_string(port) + "/metrics";
+  std::string body;
+  ASSERT_TRUE(pollUntil(10s, [&] {
+    auto scraped = runCommand({"curl", "-sf", url}, 5s);
+    body = scraped ? scraped->out : "";
+    return body.find("microseg_rule_hits_total{rule=\"(default deny)\",verdict=\"deny\"} 1") !=
+           std::string::npos;
+  }, 200ms)) << body;
+  EXPECT_NE(body.find("microseg_policy_version 1"), std::string::npos) << body;
+  EXPECT_NE(body.find("microseg_datapath_reason_total{reason=\"event_lost\"} 0"),
+            std::string::npos) << body;
+}
+
 // A cgroup created after the agent started, selected only by a glob, is labelled by the agent
 // watching the tree. The delay is printed; docs/architecture.md reports it.
 TEST_F(EnforcementPrivilegedTest, GlobSelectsCgroupCreatedAfterStart) {
