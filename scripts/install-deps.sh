@@ -5,7 +5,7 @@ set -euo pipefail
 packages=(
   # build
   cmake g++ pkg-config clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev
-  libspdlog-dev libfmt-dev libyaml-dev libssl-dev libsystemd-dev nlohmann-json3-dev
+  libspdlog-dev libfmt-dev libyaml-dev libssl-dev libsystemd-dev nlohmann-json3-dev rapidjson-dev
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   libgtest-dev libgmock-dev libmicrohttpd-dev
   # lab and integration tests: real servers and clients in network namespaces

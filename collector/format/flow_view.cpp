@@ -1,9 +1,9 @@
 #include "flow_view.hpp"
 
-#include <arpa/inet.h>
-
 #include <algorithm>
 #include <cstring>
+
+#include <fmt/format.h>
 
 #include "mseg/format/community_id.hpp"
 
@@ -11,31 +11,7 @@ namespace mseg::format {
 namespace {
 
 constexpr uint8_t kIpv4MappedPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-
-// The datapath keys both families in one IPv6 space, so an IPv4 peer may arrive as
-// ::ffff:a.b.c.d. Such an address never appears in an IPv6 packet: on the wire, and so for
-// SIEMs and the Community ID, it is the IPv4 address.
-std::string normalizeAddress(const std::string& bytes) {
-  if (bytes.size() == 16 && std::memcmp(bytes.data(), kIpv4MappedPrefix, 12) == 0) {
-    return bytes.substr(12);
-  }
-  if (bytes.size() == 4 || bytes.size() == 16) {
-    return bytes;
-  }
-  return {};
-}
-
-std::string formatAddress(const std::string& bytes) {
-  if (bytes.empty()) {
-    return {};
-  }
-  char text[INET6_ADDRSTRLEN];
-  int family = bytes.size() == 4 ? AF_INET : AF_INET6;
-  if (inet_ntop(family, bytes.data(), text, sizeof(text)) == nullptr) {
-    return {};
-  }
-  return text;
-}
+constexpr uint8_t kIpv6Loopback[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
 
 std::optional<uint16_t> toPort(uint32_t value) {
   if (value > UINT16_MAX) {
@@ -51,18 +27,122 @@ std::optional<uint8_t> toIcmpField(uint32_t value) {
   return static_cast<uint8_t>(value);
 }
 
+char* writeDottedQuad(const uint8_t* bytes, char* out) {
+  for (size_t i = 0; i < 4; ++i) {
+    if (i > 0) {
+      *out++ = '.';
+    }
+    fmt::format_int digits(bytes[i]);
+    out = std::copy(digits.data(), digits.data() + digits.size(), out);
+  }
+  return out;
+}
+
+char* writeHex16(uint16_t value, char* out) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  bool started = false;
+  for (int shift = 12; shift >= 0; shift -= 4) {
+    unsigned digit = (value >> shift) & 0xf;
+    started = started || digit != 0 || shift == 0;
+    if (started) {
+      *out++ = kDigits[digit];
+    }
+  }
+  return out;
+}
+
+// RFC 5952 text, exactly as glibc's inet_ntop writes it: the first longest run of two or more
+// zero groups becomes "::", and ::a.b.c.d and ::ffff:a.b.c.d end in a dotted quad. glibc
+// formats every group with sprintf: two addresses were a fifth of an IPv6 record's OCSF rendering.
+char* writeIpv6(const uint8_t* bytes, char* out) {
+  uint16_t groups[8];
+  for (size_t i = 0; i < 8; ++i) {
+    groups[i] = static_cast<uint16_t>(bytes[2 * i] << 8 | bytes[2 * i + 1]);
+  }
+  int best_start = -1;
+  int best_length = 0;
+  for (int i = 0; i < 8;) {
+    int length = 0;
+    while (i + length < 8 && groups[i + length] == 0) {
+      ++length;
+    }
+    if (length > best_length) {
+      best_start = i;
+      best_length = length;
+    }
+    i += length > 0 ? length : 1;
+  }
+  if (best_length < 2) {
+    best_start = -1;
+  }
+
+  for (int i = 0; i < 8; ++i) {
+    if (best_start >= 0 && i >= best_start && i < best_start + best_length) {
+      if (i == best_start) {
+        *out++ = ':';
+      }
+      continue;
+    }
+    if (i > 0) {
+      *out++ = ':';
+    }
+    bool embeds_ipv4 = i == 6 && best_start == 0 &&
+                       (best_length == 6 || (best_length == 5 && groups[5] == 0xffff));
+    if (embeds_ipv4) {
+      return writeDottedQuad(bytes + 12, out);
+    }
+    out = writeHex16(groups[i], out);
+  }
+  if (best_start >= 0 && best_start + best_length == 8) {
+    *out++ = ':';
+  }
+  return out;
+}
+
 }  // namespace
+
+// The datapath keys both families in one IPv6 space, so an IPv4 peer may arrive as
+// ::ffff:a.b.c.d. Such an address never appears in an IPv6 packet: on the wire, and so for
+// SIEMs and the Community ID, it is the IPv4 address.
+IpAddress IpAddress::fromRecord(const std::string& bytes) {
+  IpAddress address;
+  std::string_view kept(bytes);
+  if (bytes.size() == 16 && std::memcmp(bytes.data(), kIpv4MappedPrefix, 12) == 0) {
+    kept.remove_prefix(12);
+  } else if (bytes.size() != 4 && bytes.size() != 16) {
+    return address;
+  }
+  std::memcpy(address.bytes_.data(), kept.data(), kept.size());
+  address.size_ = static_cast<uint8_t>(kept.size());
+  return address;
+}
+
+bool IpAddress::isLoopback() const {
+  if (size_ == 4) {
+    return bytes_[0] == 127;
+  }
+  return size_ == 16 && std::memcmp(bytes_.data(), kIpv6Loopback, 16) == 0;
+}
+
+IpText::IpText(const IpAddress& address) {
+  std::span<const uint8_t> bytes = address.bytes();
+  char* end = text_.data();
+  if (bytes.size() == 4) {
+    end = writeDottedQuad(bytes.data(), end);
+  } else if (bytes.size() == 16) {
+    end = writeIpv6(bytes.data(), end);
+  }
+  size_ = static_cast<size_t>(end - text_.data());
+}
 
 FlowView orientFlow(const telemetry::FlowRecord& record) {
   FlowView view;
   view.local_is_source = record.direction() != telemetry::DIRECTION_INGRESS;
 
-  std::string local = normalizeAddress(record.local_address());
-  std::string peer = normalizeAddress(record.peer_address());
+  IpAddress local = IpAddress::fromRecord(record.local_address());
+  IpAddress peer = IpAddress::fromRecord(record.peer_address());
   view.src_address = view.local_is_source ? local : peer;
   view.dst_address = view.local_is_source ? peer : local;
-  view.src_ip = formatAddress(view.src_address);
-  view.dst_ip = formatAddress(view.dst_address);
 
   // For ICMP the record keeps the type in local_port and the code in peer_port whatever the
   // direction, so only transport ports follow the orientation.
@@ -139,32 +219,24 @@ EventNames nameEvent(telemetry::FlowEvent event) {
   }
 }
 
-std::vector<std::pair<std::string, std::string>> sortLabels(
-    const google::protobuf::Map<std::string, std::string>& labels) {
-  std::vector<std::pair<std::string, std::string>> sorted(labels.begin(), labels.end());
-  std::sort(sorted.begin(), sorted.end());
-  return sorted;
-}
-
-std::string joinLabels(const google::protobuf::Map<std::string, std::string>& labels) {
-  std::string joined;
-  for (const auto& [key, value] : sortLabels(labels)) {
-    if (!joined.empty()) {
-      joined += ',';
-    }
-    joined += key;
-    joined += '=';
-    joined += value;
+void sortLabels(const google::protobuf::Map<std::string, std::string>& labels,
+                std::vector<LabelView>& sorted) {
+  sorted.clear();
+  for (const auto& [key, value] : labels) {
+    sorted.emplace_back(key, value);
   }
-  return joined;
+  // Keys are unique, so the order of keys alone decides.
+  std::sort(sorted.begin(), sorted.end(),
+            [](const LabelView& a, const LabelView& b) { return a.first < b.first; });
 }
 
-std::string recordCommunityId(const telemetry::FlowRecord& record) {
+std::string_view recordCommunityId(const telemetry::FlowRecord& record, std::string& scratch) {
   if (!record.community_id().empty()) {
     return record.community_id();
   }
   auto computed = communityId(record);
-  return computed.ok() ? std::move(computed).value() : std::string();
+  scratch = computed.ok() ? std::move(computed).value() : std::string();
+  return scratch;
 }
 
 }  // namespace mseg::format

@@ -1,9 +1,16 @@
 // A flow record seen the way SIEM formats describe flows: from the side that opened it (source)
 // to the other (destination). Internal to mseg_format.
+//
+// Renderers run once per flow record on the agent's and the collector's hot paths, so nothing
+// here allocates: addresses are held inline and scratch space is the caller's.
 #pragma once
 
+#include <netinet/in.h>
+
+#include <array>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -15,17 +22,44 @@ namespace mseg::format {
 
 namespace telemetry = microseg::telemetry::v1;
 
+// An IP address in network byte order: 4 bytes for IPv4, 16 for IPv6, none when the record's
+// address had another length.
+class IpAddress {
+public:
+  IpAddress() = default;
+
+  // The record's address; an IPv4-mapped IPv6 address (::ffff:a.b.c.d) becomes the IPv4 one.
+  static IpAddress fromRecord(const std::string& bytes);
+
+  bool empty() const { return size_ == 0; }
+  size_t size() const { return size_; }
+  std::span<const uint8_t> bytes() const { return {bytes_.data(), size_}; }
+  bool isLoopback() const;
+
+private:
+  std::array<uint8_t, 16> bytes_{};
+  uint8_t size_ = 0;
+};
+
+// The text form of an address: a dotted quad, or RFC 5952 for IPv6 as glibc's inet_ntop writes it;
+// empty for an empty address.
+class IpText {
+public:
+  explicit IpText(const IpAddress& address);
+
+  std::string_view view() const { return {text_.data(), size_}; }
+
+private:
+  std::array<char, INET6_ADDRSTRLEN> text_{};
+  size_t size_ = 0;
+};
+
 struct FlowView {
   // Egress records (and records without a direction) were opened by the local workload.
   bool local_is_source = true;
 
-  // Network byte order: 4 bytes for IPv4 (IPv4-mapped IPv6 addresses unmapped), 16
-  // for IPv6; empty when the record's address has another length.
-  std::string src_address;
-  std::string dst_address;
-  // Text form (dotted quad, RFC 5952); empty when the address is malformed.
-  std::string src_ip;
-  std::string dst_ip;
+  IpAddress src_address;
+  IpAddress dst_address;
 
   // Transport ports; empty for ICMP and for values out of range.
   std::optional<uint16_t> src_port;
@@ -60,14 +94,17 @@ EventNames nameEvent(telemetry::FlowEvent event);
 
 inline uint64_t toMillis(uint64_t nanos) { return nanos / 1'000'000; }
 
-// Labels sorted by key, so that rendered records are byte-for-byte reproducible.
-std::vector<std::pair<std::string, std::string>> sortLabels(
-    const google::protobuf::Map<std::string, std::string>& labels);
-// "key=value,key=value", sorted by key; empty for no labels.
-std::string joinLabels(const google::protobuf::Map<std::string, std::string>& labels);
+// A label as key and value, viewing the record's map.
+using LabelView = std::pair<std::string_view, std::string_view>;
 
-// The record's community_id when the agent set it, else computed from the flow; empty when the
-// record's addresses cannot be hashed.
-std::string recordCommunityId(const telemetry::FlowRecord& record);
+// The labels sorted by key, so that rendered records are byte-for-byte reproducible. `sorted` is
+// the caller's, cleared first and reused so that a thread sorts without allocating; the views
+// live as long as `labels` is unchanged.
+void sortLabels(const google::protobuf::Map<std::string, std::string>& labels,
+                std::vector<LabelView>& sorted);
+
+// The record's community_id when the agent set it, else computed from the flow into `scratch`;
+// empty when the record's addresses cannot be hashed.
+std::string_view recordCommunityId(const telemetry::FlowRecord& record, std::string& scratch);
 
 }  // namespace mseg::format

@@ -1,21 +1,27 @@
 #include "mseg/format/ocsf.hpp"
 
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
 #include <algorithm>
+#include <array>
 #include <cstdint>
+#include <cstring>
+#include <initializer_list>
 #include <limits>
+#include <optional>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
+#include "append.hpp"
 #include "flow_view.hpp"
 #include "mseg/format/product.hpp"
 
 namespace mseg::format {
 namespace {
-
-// Insertion order is kept, so every record renders its attributes in one fixed order.
-using Json = nlohmann::ordered_json;
 
 constexpr int kNetworkCategoryUid = 4;
 constexpr int kNetworkActivityClassUid = 4001;
@@ -114,295 +120,552 @@ bool isHostname(std::string_view name) {
   }
 }
 
-bool isLoopback(const std::string& address) {
-  if (address.size() == 4) {
-    return static_cast<uint8_t>(address[0]) == 127;
+constexpr std::string_view kReplacementUtf8 = "\xEF\xBF\xBD";
+
+// The length of the well-formed UTF-8 sequence at the start of `text`, or, negated, that of its
+// maximal ill-formed prefix (at least 1 byte): the part one U+FFFD replaces, as the Unicode
+// standard recommends ("U+FFFD substitution of maximal subparts", chapter 3.9). Its table 3-7
+// gives the byte ranges.
+int measureUtf8Sequence(std::string_view text) {
+  auto lead = static_cast<uint8_t>(text[0]);
+  if (lead < 0x80) {
+    return 1;
   }
-  static const std::string kIpv6Loopback("\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\1", 16);
-  return address == kIpv6Loopback;
+  int trailing = 0;
+  uint8_t low = 0x80;
+  uint8_t high = 0xbf;
+  if (lead >= 0xc2 && lead <= 0xdf) {
+    trailing = 1;
+  } else if (lead >= 0xe0 && lead <= 0xef) {
+    trailing = 2;
+    low = lead == 0xe0 ? 0xa0 : 0x80;   // no overlong forms
+    high = lead == 0xed ? 0x9f : 0xbf;  // no surrogates
+  } else if (lead >= 0xf0 && lead <= 0xf4) {
+    trailing = 3;
+    low = lead == 0xf0 ? 0x90 : 0x80;   // no overlong forms
+    high = lead == 0xf4 ? 0x8f : 0xbf;  // nothing above U+10FFFF
+  } else {
+    return -1;
+  }
+  for (int i = 1; i <= trailing; ++i) {
+    if (static_cast<size_t>(i) >= text.size()) {
+      return -i;
+    }
+    auto byte = static_cast<uint8_t>(text[i]);
+    if (byte < low || byte > high) {
+      return -i;
+    }
+    low = 0x80;
+    high = 0xbf;
+  }
+  return trailing + 1;
 }
 
-Json renderEndpoint(const std::string& ip, std::optional<uint16_t> port, const std::string& name,
-                    const std::string& hostname) {
-  Json endpoint = Json::object();
-  if (!ip.empty()) {
-    endpoint["ip"] = ip;
+// `text` itself when it is valid UTF-8, else a copy in `scratch` with each maximal ill-formed
+// subpart replaced by U+FFFD: a task's command name is whatever bytes it chose.
+std::string_view toValidUtf8(std::string_view text, std::string& scratch) {
+  size_t first_bad = 0;
+  while (first_bad < text.size()) {
+    int length = measureUtf8Sequence(text.substr(first_bad));
+    if (length < 0) {
+      break;
+    }
+    first_bad += static_cast<size_t>(length);
   }
-  if (port) {
-    endpoint["port"] = *port;
-  }
-  if (!name.empty()) {
-    endpoint["name"] = name;
-  }
-  if (!hostname.empty()) {
-    endpoint["hostname"] = hostname;
-  }
-  return endpoint;
-}
-
-Json renderLabels(const google::protobuf::Map<std::string, std::string>& labels) {
-  Json object = Json::object();
-  for (const auto& [key, value] : sortLabels(labels)) {
-    object[key] = value;
-  }
-  return object;
-}
-
-std::string formatEndpoint(const std::string& ip, std::optional<uint16_t> port) {
-  std::string text = ip.empty() ? "?" : ip;
-  if (!port) {
+  if (first_bad == text.size()) {
     return text;
   }
-  bool ipv6 = text.find(':') != std::string::npos;
-  return ipv6 ? fmt::format("[{}]:{}", text, *port) : fmt::format("{}:{}", text, *port);
+
+  scratch.assign(text.substr(0, first_bad));
+  for (size_t i = first_bad; i < text.size();) {
+    int length = measureUtf8Sequence(text.substr(i));
+    if (length < 0) {
+      scratch += kReplacementUtf8;
+      i += static_cast<size_t>(-length);
+    } else {
+      scratch.append(text, i, static_cast<size_t>(length));
+      i += static_cast<size_t>(length);
+    }
+  }
+  return scratch;
+}
+
+// Bytes that can go into a JSON string as they are: printable ASCII but for quote and backslash.
+constexpr std::array<bool, 256> kPlainBytes = [] {
+  std::array<bool, 256> plain{};
+  for (int byte = 0x20; byte < 0x80; ++byte) {
+    plain[byte] = byte != '"' && byte != '\\';
+  }
+  return plain;
+}();
+
+bool isPlain(std::string_view text) {
+  return std::all_of(text.begin(), text.end(),
+                     [](char c) { return kPlainBytes[static_cast<uint8_t>(c)]; });
+}
+
+// RapidJSON's writer with a shortcut for text in which no byte needs escaping, nearly all of a
+// record: it is copied into the buffer as it is, where RapidJSON would look at it byte by byte.
+// Anything else goes through RapidJSON's own escaping. Extends Writer as RapidJSON's
+// PrettyWriter does, through its protected Prefix and output stream.
+class RecordWriter : public rapidjson::Writer<rapidjson::StringBuffer> {
+public:
+  using Writer::Writer;
+
+  // `text` must be plain (isPlain).
+  void plainString(std::string_view text) {
+    Prefix(rapidjson::kStringType);
+    char* out = os_->Push(text.size() + 2);
+    out[0] = '"';
+    std::memcpy(out + 1, text.data(), text.size());
+    out[text.size() + 1] = '"';
+  }
+};
+
+// A record's JSON, written into a buffer that a thread keeps from record to record (grown to the
+// largest record it rendered), so that once warm a record renders without allocating. Attribute
+// names are our own literals, plain by construction; values, and label keys, go through
+// writeText(), which makes them valid UTF-8 first: RapidJSON would copy invalid bytes through,
+// or stop mid-string when asked to validate.
+class JsonWriter {
+public:
+  JsonWriter() : writer_(buffer_) {}
+
+  void reset() {
+    buffer_.Clear();
+    writer_.Reset(buffer_);
+  }
+
+  std::string_view json() const { return {buffer_.GetString(), buffer_.GetSize()}; }
+
+  void beginObject() { writer_.StartObject(); }
+  void beginObject(std::string_view name) {
+    writer_.plainString(name);
+    writer_.StartObject();
+  }
+  void endObject() { writer_.EndObject(); }
+
+  void text(std::string_view name, std::string_view value) {
+    writer_.plainString(name);
+    writeText(value);
+  }
+  void number(std::string_view name, uint64_t value) {
+    writer_.plainString(name);
+    writer_.Uint64(value);
+  }
+  void boolean(std::string_view name, bool value) {
+    writer_.plainString(name);
+    writer_.Bool(value);
+  }
+  void texts(std::string_view name, std::initializer_list<std::string_view> values) {
+    writer_.plainString(name);
+    writer_.StartArray();
+    for (std::string_view value : values) {
+      writeText(value);
+    }
+    writer_.EndArray();
+  }
+
+  // An object of the labels sorted by key.
+  void labels(std::string_view name,
+              const google::protobuf::Map<std::string, std::string>& labels) {
+    sortLabels(labels, sorted_labels_);
+    beginObject(name);
+    for (const auto& [key, value] : sorted_labels_) {
+      writeText(key);
+      writeText(value);
+    }
+    endObject();
+  }
+
+  // Scratch space for a value being composed, such as the message.
+  std::string& scratch() {
+    scratch_.clear();
+    return scratch_;
+  }
+
+private:
+  void writeText(std::string_view value) {
+    if (isPlain(value)) {
+      writer_.plainString(value);
+      return;
+    }
+    std::string_view valid = toValidUtf8(value, utf8_scratch_);
+    writer_.String(valid.data(), static_cast<rapidjson::SizeType>(valid.size()));
+  }
+
+  rapidjson::StringBuffer buffer_;
+  RecordWriter writer_;
+  std::vector<LabelView> sorted_labels_;
+  std::string scratch_;
+  std::string utf8_scratch_;
+};
+
+void writeEndpoint(JsonWriter& json, std::string_view name, std::string_view ip,
+                   std::optional<uint16_t> port, std::string_view endpoint_name,
+                   std::string_view hostname) {
+  json.beginObject(name);
+  if (!ip.empty()) {
+    json.text("ip", ip);
+  }
+  if (port) {
+    json.number("port", *port);
+  }
+  if (!endpoint_name.empty()) {
+    json.text("name", endpoint_name);
+  }
+  if (!hostname.empty()) {
+    json.text("hostname", hostname);
+  }
+  json.endObject();
+}
+
+void appendNumber(std::string& text, uint64_t value) {
+  fmt::format_int digits(value);
+  text.append(digits.data(), digits.size());
+}
+
+void appendEndpoint(std::string& text, std::string_view ip, std::optional<uint16_t> port) {
+  if (ip.empty()) {
+    ip = "?";
+  }
+  if (!port) {
+    text += ip;
+    return;
+  }
+  bool ipv6 = ip.find(':') != std::string_view::npos;
+  if (ipv6) {
+    text += '[';
+  }
+  text += ip;
+  text += ipv6 ? "]:" : ":";
+  appendNumber(text, *port);
 }
 
 // One readable sentence for `message`, e.g. "flow started: egress tcp 198.18.0.10:43512 ->
 // 198.18.0.20:5432, allowed by shop/web-to-db".
-std::string describeFlow(const telemetry::FlowRecord& record, const FlowView& view) {
-  std::string protocol(formatProtocol(record.protocol()));
+void describeFlow(const telemetry::FlowRecord& record, const FlowView& view,
+                  std::string_view src_ip, std::string_view dst_ip, std::string& text) {
+  text += nameEvent(record.event()).phrase;
+  text += ": ";
+  text += formatDirection(record.direction());
+  text += ' ';
+  std::string_view protocol = formatProtocol(record.protocol());
   if (protocol.empty()) {
-    protocol = fmt::format("protocol {}", record.protocol());
+    text += "protocol ";
+    appendNumber(text, record.protocol());
+  } else {
+    text += protocol;
   }
-  std::string text = fmt::format("{}: {} {} {} -> {}", nameEvent(record.event()).phrase,
-                                 formatDirection(record.direction()), protocol,
-                                 formatEndpoint(view.src_ip, view.src_port),
-                                 formatEndpoint(view.dst_ip, view.dst_port));
+  text += ' ';
+  appendEndpoint(text, src_ip, view.src_port);
+  text += " -> ";
+  appendEndpoint(text, dst_ip, view.dst_port);
   if (view.icmp) {
-    text += fmt::format(" type {} code {}", record.local_port(), record.peer_port());
+    text += " type ";
+    appendNumber(text, record.local_port());
+    text += " code ";
+    appendNumber(text, record.peer_port());
   }
 
-  std::string by = record.rule().empty() ? "" : " by " + record.rule();
+  std::string_view judgement;
   switch (record.verdict()) {
     case telemetry::VERDICT_ALLOW:
-      text += ", allowed" + by;
+      judgement = ", allowed";
       break;
     case telemetry::VERDICT_DENY:
-      text += ", denied" + by;
+      judgement = ", denied";
       break;
     case telemetry::VERDICT_AUDIT:
-      text += ", allowed in audit mode, would be denied" + by;
+      judgement = ", allowed in audit mode, would be denied";
       break;
     default:
       break;
   }
-  if (record.event() == telemetry::FLOW_EVENT_DENIED && record.attempts() > 0) {
-    text += fmt::format(", {} attempt{}", record.attempts(), record.attempts() == 1 ? "" : "s");
+  if (!judgement.empty()) {
+    text += judgement;
+    if (!record.rule().empty()) {
+      text += " by ";
+      text += record.rule();
+    }
   }
-  return text;
+  if (record.event() == telemetry::FLOW_EVENT_DENIED && record.attempts() > 0) {
+    text += ", ";
+    appendNumber(text, record.attempts());
+    text += record.attempts() == 1 ? " attempt" : " attempts";
+  }
 }
 
-void addClassification(Json& event, const telemetry::FlowRecord& record) {
+void writeClassification(JsonWriter& json, const telemetry::FlowRecord& record) {
   Enumerated activity = classifyActivity(record.event());
   Outcome outcome = judgeVerdict(record.verdict());
   Enumerated status = classifyStatus(record.event());
 
-  event["activity_id"] = activity.id;
-  event["activity_name"] = activity.caption;
-  event["category_uid"] = kNetworkCategoryUid;
-  event["category_name"] = kNetworkActivityCaption;
-  event["class_uid"] = kNetworkActivityClassUid;
-  event["class_name"] = kNetworkActivityCaption;
-  event["type_uid"] = int64_t{kNetworkActivityClassUid} * 100 + activity.id;
-  event["type_name"] = fmt::format("{}: {}", kNetworkActivityCaption, activity.caption);
-  event["severity_id"] = outcome.severity.id;
-  event["severity"] = outcome.severity.caption;
-  event["status_id"] = status.id;
-  event["status"] = status.caption;
-  event["action_id"] = outcome.action.id;
-  event["action"] = outcome.action.caption;
-  event["disposition_id"] = outcome.disposition.id;
-  event["disposition"] = outcome.disposition.caption;
+  json.number("activity_id", activity.id);
+  json.text("activity_name", activity.caption);
+  json.number("category_uid", kNetworkCategoryUid);
+  json.text("category_name", kNetworkActivityCaption);
+  json.number("class_uid", kNetworkActivityClassUid);
+  json.text("class_name", kNetworkActivityCaption);
+  json.number("type_uid", uint64_t{kNetworkActivityClassUid} * 100 + activity.id);
+  std::string& type_name = json.scratch();
+  type_name += kNetworkActivityCaption;
+  type_name += ": ";
+  type_name += activity.caption;
+  json.text("type_name", type_name);
+  json.number("severity_id", outcome.severity.id);
+  json.text("severity", outcome.severity.caption);
+  json.number("status_id", status.id);
+  json.text("status", status.caption);
+  json.number("action_id", outcome.action.id);
+  json.text("action", outcome.action.caption);
+  json.number("disposition_id", outcome.disposition.id);
+  json.text("disposition", outcome.disposition.caption);
 }
 
 // time is when the event happened: the end for END, the last attempt for DENIED.
-void addOccurrence(Json& event, Json& unmapped, const telemetry::FlowRecord& record) {
-  event["time"] = toMillis(record.time_unix_nano());
-  event["timezone_offset"] = 0;
+void writeOccurrence(JsonWriter& json, const telemetry::FlowRecord& record) {
+  json.number("time", toMillis(record.time_unix_nano()));
+  json.number("timezone_offset", 0);
   if (record.start_unix_nano() != 0) {
-    event["start_time"] = toMillis(record.start_unix_nano());
+    json.number("start_time", toMillis(record.start_unix_nano()));
   }
   bool ended =
       record.event() == telemetry::FLOW_EVENT_END || record.event() == telemetry::FLOW_EVENT_DENIED;
   if (ended) {
-    event["end_time"] = toMillis(record.time_unix_nano());
+    json.number("end_time", toMillis(record.time_unix_nano()));
   }
-
   if (record.event() == telemetry::FLOW_EVENT_END) {
-    uint64_t duration_ms = toMillis(record.duration_nano());
-    event["duration"] = std::min(duration_ms, kIntegerMax);
-    if (duration_ms > kIntegerMax) {
-      unmapped["duration_ms"] = duration_ms;
-    }
+    json.number("duration", std::min(toMillis(record.duration_nano()), kIntegerMax));
   }
   if (record.event() == telemetry::FLOW_EVENT_DENIED && record.attempts() > 0) {
-    event["count"] = std::min(record.attempts(), kIntegerMax);
-    if (record.attempts() > kIntegerMax) {
-      unmapped["attempts"] = record.attempts();
-    }
+    json.number("count", std::min(record.attempts(), kIntegerMax));
   }
 }
 
-Json renderMetadata(const telemetry::FlowRecord& record, const std::string& community_id) {
-  Json metadata = Json::object();
-  metadata["version"] = kOcsfVersion;
-  metadata["product"] = {
-      {"name", kProductName}, {"vendor_name", kVendorName}, {"version", productVersion()}};
-  metadata["profiles"] = Json::array({"host", "security_control"});
+void writeMetadata(JsonWriter& json, const telemetry::FlowRecord& record,
+                   std::string_view community_id) {
+  json.beginObject("metadata");
+  json.text("version", kOcsfVersion);
+  json.beginObject("product");
+  json.text("name", kProductName);
+  json.text("vendor_name", kVendorName);
+  json.text("version", productVersion());
+  json.endObject();
+  json.texts("profiles", {"host", "security_control"});
   if (!record.record_id().empty()) {
-    metadata["uid"] = record.record_id();
+    json.text("uid", record.record_id());
   }
   // OCSF 1.1.0 has no community_uid (1.3.0 adds it to connection_info); correlating events of
   // one flow across tools is what correlation_uid is for.
   if (!community_id.empty()) {
-    metadata["correlation_uid"] = community_id;
+    json.text("correlation_uid", community_id);
   }
-  return metadata;
+  json.endObject();
 }
 
-Json renderConnectionInfo(const telemetry::FlowRecord& record, const FlowView& view) {
-  Json info = Json::object();
-  info["protocol_num"] = record.protocol();
+// The host the agent runs on, whose name the record carries, at the local address of the flow.
+void writeDevice(JsonWriter& json, std::string_view host, std::string_view hostname,
+                 std::string_view local_ip) {
+  if (host.empty()) {
+    return;
+  }
+  json.beginObject("device");
+  if (!local_ip.empty()) {
+    json.text("ip", local_ip);
+  }
+  json.text("name", host);
+  if (!hostname.empty()) {
+    json.text("hostname", hostname);
+  }
+  json.number("type_id", 0);
+  json.text("type", "Unknown");
+  json.endObject();
+}
+
+// The task in whose context the flow was judged (docs/siem.md). pid 0 means none owned it, as
+// for ingress packets, which the kernel handles outside any task.
+void writeActor(JsonWriter& json, const telemetry::Workload& workload) {
+  if (workload.pid() == 0) {
+    return;
+  }
+  json.beginObject("actor");
+  json.beginObject("process");
+  json.number("pid", workload.pid());
+  if (!workload.command().empty()) {
+    json.text("name", workload.command());
+  }
+  json.beginObject("user");
+  json.text("uid", fmt::format_int(workload.uid()).c_str());
+  json.endObject();
+  json.endObject();
+  json.endObject();
+}
+
+void writeConnectionInfo(JsonWriter& json, const telemetry::FlowRecord& record,
+                         const FlowView& view) {
+  json.beginObject("connection_info");
+  json.number("protocol_num", record.protocol());
   std::string_view protocol = formatProtocol(record.protocol());
   if (!protocol.empty()) {
-    info["protocol_name"] = protocol;
+    json.text("protocol_name", protocol);
   }
 
   size_t address_size =
       view.src_address.empty() ? view.dst_address.size() : view.src_address.size();
   if (address_size == 4) {
-    info["protocol_ver_id"] = 4;
-    info["protocol_ver"] = "Internet Protocol version 4 (IPv4)";
+    json.number("protocol_ver_id", 4);
+    json.text("protocol_ver", "Internet Protocol version 4 (IPv4)");
   } else if (address_size == 16) {
-    info["protocol_ver_id"] = 6;
-    info["protocol_ver"] = "Internet Protocol version 6 (IPv6)";
+    json.number("protocol_ver_id", 6);
+    json.text("protocol_ver", "Internet Protocol version 6 (IPv6)");
   }
 
   Enumerated direction = classifyDirection(record.direction());
-  info["direction_id"] = direction.id;
-  info["direction"] = direction.caption;
+  json.number("direction_id", direction.id);
+  json.text("direction", direction.caption);
 
   // Only a loopback flow has a boundary we know for sure; whether a peer is internal or
   // external is the inventory's business, not the datapath's.
-  bool loopback = (!view.src_address.empty() && isLoopback(view.src_address)) ||
-                  (!view.dst_address.empty() && isLoopback(view.dst_address));
-  if (loopback) {
-    info["boundary_id"] = 1;
-    info["boundary"] = "Localhost";
+  if (view.src_address.isLoopback() || view.dst_address.isLoopback()) {
+    json.number("boundary_id", 1);
+    json.text("boundary", "Localhost");
   }
-  return info;
+  json.endObject();
 }
 
-Json renderTraffic(const FlowView& view) {
+void writeTraffic(JsonWriter& json, const FlowView& view) {
   // OCSF counts from the source: bytes_out is source to destination.
-  return {{"bytes", view.bytes_forward + view.bytes_reverse},
-          {"bytes_in", view.bytes_reverse},
-          {"bytes_out", view.bytes_forward},
-          {"packets", view.packets_forward + view.packets_reverse},
-          {"packets_in", view.packets_reverse},
-          {"packets_out", view.packets_forward}};
+  json.beginObject("traffic");
+  json.number("bytes", view.bytes_forward + view.bytes_reverse);
+  json.number("bytes_in", view.bytes_reverse);
+  json.number("bytes_out", view.bytes_forward);
+  json.number("packets", view.packets_forward + view.packets_reverse);
+  json.number("packets_in", view.packets_reverse);
+  json.number("packets_out", view.packets_forward);
+  json.endObject();
 }
 
-Json renderUnmapped(const telemetry::FlowRecord& record, const std::string& community_id) {
-  Json unmapped = Json::object();
-  unmapped["verdict"] = formatVerdict(record.verdict());
+void writeFirewallRule(JsonWriter& json, const telemetry::FlowRecord& record) {
+  if (record.rule().empty()) {
+    return;
+  }
+  json.beginObject("firewall_rule");
+  json.text("name", record.rule());
+  json.text("uid", record.rule());
+  json.text("version", fmt::format_int(record.policy_version()).c_str());
+  json.endObject();
+}
+
+// Our own attributes, and exact values of the ones OCSF's integer_t had to clamp.
+void writeUnmapped(JsonWriter& json, const telemetry::FlowRecord& record,
+                   std::string_view community_id) {
+  json.beginObject("unmapped");
+  json.text("verdict", formatVerdict(record.verdict()));
   if (record.verdict() == telemetry::VERDICT_AUDIT) {
-    unmapped["would_deny"] = true;
+    json.boolean("would_deny", true);
   }
   if (!community_id.empty()) {
-    unmapped["community_id"] = community_id;
+    json.text("community_id", community_id);
   }
   if (!record.agent_id().empty()) {
-    unmapped["agent_id"] = record.agent_id();
+    json.text("agent_id", record.agent_id());
   }
-  unmapped["sequence"] = record.sequence();
-  unmapped["policy_version"] = record.policy_version();
+  json.number("sequence", record.sequence());
+  json.number("policy_version", record.policy_version());
   if (!record.policy_hash().empty()) {
-    unmapped["policy_hash"] = record.policy_hash();
+    json.text("policy_hash", record.policy_hash());
   }
 
   const telemetry::Workload& workload = record.workload();
-  Json workload_json = Json::object();
+  json.beginObject("workload");
   if (!workload.name().empty()) {
-    workload_json["name"] = workload.name();
+    json.text("name", workload.name());
   }
-  workload_json["labels"] = renderLabels(workload.labels());
+  json.labels("labels", workload.labels());
   if (!workload.cgroup().empty()) {
-    workload_json["cgroup"] = workload.cgroup();
+    json.text("cgroup", workload.cgroup());
   }
   if (workload.cgroup_id() != 0) {
-    workload_json["cgroup_id"] = workload.cgroup_id();
+    json.number("cgroup_id", workload.cgroup_id());
   }
-  unmapped["workload"] = std::move(workload_json);
+  json.endObject();
 
-  Json peer_json = Json::object();
+  json.beginObject("peer");
   if (!record.peer().name().empty()) {
-    peer_json["name"] = record.peer().name();
+    json.text("name", record.peer().name());
   }
-  peer_json["labels"] = renderLabels(record.peer().labels());
-  unmapped["peer"] = std::move(peer_json);
-  return unmapped;
+  json.labels("labels", record.peer().labels());
+  json.endObject();
+
+  uint64_t duration_ms = toMillis(record.duration_nano());
+  if (record.event() == telemetry::FLOW_EVENT_END && duration_ms > kIntegerMax) {
+    json.number("duration_ms", duration_ms);
+  }
+  if (record.event() == telemetry::FLOW_EVENT_DENIED && record.attempts() > kIntegerMax) {
+    json.number("attempts", record.attempts());
+  }
+  if (record.protocol() == IPPROTO_ICMP || record.protocol() == IPPROTO_ICMPV6) {
+    json.beginObject("icmp");
+    json.number("type", record.local_port());
+    json.number("code", record.peer_port());
+    json.endObject();
+  }
+  json.endObject();
+}
+
+void writeEvent(JsonWriter& json, const telemetry::FlowRecord& record) {
+  FlowView view = orientFlow(record);
+  IpText src_ip(view.src_address);
+  IpText dst_ip(view.dst_address);
+  std::string_view local_ip = view.local_is_source ? src_ip.view() : dst_ip.view();
+  std::string_view peer_ip = view.local_is_source ? dst_ip.view() : src_ip.view();
+  std::optional<uint16_t> local_port = view.local_is_source ? view.src_port : view.dst_port;
+  std::optional<uint16_t> peer_port = view.local_is_source ? view.dst_port : view.src_port;
+  std::string community_id_scratch;
+  std::string_view community_id = recordCommunityId(record, community_id_scratch);
+  const std::string& host = record.host();
+  std::string_view hostname = isHostname(host) ? std::string_view(host) : std::string_view();
+  const telemetry::Workload& workload = record.workload();
+
+  json.beginObject();
+  writeClassification(json, record);
+  writeOccurrence(json, record);
+  std::string& message = json.scratch();
+  describeFlow(record, view, src_ip.view(), dst_ip.view(), message);
+  json.text("message", message);
+  writeMetadata(json, record, community_id);
+  writeDevice(json, host, hostname, local_ip);
+  writeActor(json, workload);
+  if (view.local_is_source) {
+    writeEndpoint(json, "src_endpoint", local_ip, local_port, workload.name(), hostname);
+    writeEndpoint(json, "dst_endpoint", peer_ip, peer_port, record.peer().name(), "");
+  } else {
+    writeEndpoint(json, "src_endpoint", peer_ip, peer_port, record.peer().name(), "");
+    writeEndpoint(json, "dst_endpoint", local_ip, local_port, workload.name(), hostname);
+  }
+  writeConnectionInfo(json, record, view);
+  if (record.event() == telemetry::FLOW_EVENT_END) {
+    writeTraffic(json, view);
+  }
+  writeFirewallRule(json, record);
+  writeUnmapped(json, record, community_id);
+  json.endObject();
 }
 
 }  // namespace
 
+void appendOcsf(const telemetry::FlowRecord& record, std::string& out) {
+  thread_local JsonWriter json;
+  json.reset();
+  writeEvent(json, record);
+  out += json.json();
+}
+
 std::string renderOcsf(const telemetry::FlowRecord& record) {
-  FlowView view = orientFlow(record);
-  std::string community_id = recordCommunityId(record);
-  Json event = Json::object();
-  Json unmapped = renderUnmapped(record, community_id);
-
-  addClassification(event, record);
-  addOccurrence(event, unmapped, record);
-  event["message"] = describeFlow(record, view);
-  event["metadata"] = renderMetadata(record, community_id);
-
-  const std::string& host = record.host();
-  std::string local_ip = view.local_is_source ? view.src_ip : view.dst_ip;
-  std::string hostname = isHostname(host) ? host : std::string();
-  if (!host.empty()) {
-    Json device = renderEndpoint(local_ip, std::nullopt, host, hostname);
-    device["type_id"] = 0;
-    device["type"] = "Unknown";
-    event["device"] = std::move(device);
-  }
-
-  // The task in whose context the flow was judged (docs/siem.md). pid 0 means none owned it, as
-  // for ingress packets, which the kernel handles outside any task.
-  const telemetry::Workload& workload = record.workload();
-  if (workload.pid() != 0) {
-    Json process = {{"pid", workload.pid()}};
-    if (!workload.command().empty()) {
-      process["name"] = workload.command();
-    }
-    process["user"] = {{"uid", std::to_string(workload.uid())}};
-    event["actor"] = {{"process", std::move(process)}};
-  }
-
-  Json local = renderEndpoint(local_ip, view.local_is_source ? view.src_port : view.dst_port,
-                              workload.name(), hostname);
-  Json peer = renderEndpoint(view.local_is_source ? view.dst_ip : view.src_ip,
-                             view.local_is_source ? view.dst_port : view.src_port,
-                             record.peer().name(), "");
-  event["src_endpoint"] = view.local_is_source ? local : peer;
-  event["dst_endpoint"] = view.local_is_source ? peer : local;
-  event["connection_info"] = renderConnectionInfo(record, view);
-  if (record.event() == telemetry::FLOW_EVENT_END) {
-    event["traffic"] = renderTraffic(view);
-  }
-  if (!record.rule().empty()) {
-    event["firewall_rule"] = {{"name", record.rule()},
-                              {"uid", record.rule()},
-                              {"version", std::to_string(record.policy_version())}};
-  }
-
-  if (view.icmp) {
-    unmapped["icmp"] = {{"type", record.local_port()}, {"code", record.peer_port()}};
-  }
-  event["unmapped"] = std::move(unmapped);
-
-  // Replace, not throw: a task's command name is whatever bytes it chose.
-  return event.dump(-1, ' ', false, Json::error_handler_t::replace);
+  std::string text;
+  appendOcsf(record, text);
+  return text;
 }
 
 }  // namespace mseg::format

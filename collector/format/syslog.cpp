@@ -2,13 +2,13 @@
 
 #include <array>
 #include <ctime>
-#include <utility>
+#include <iterator>
 
+#include <fmt/compile.h>
 #include <fmt/format.h>
 
+#include "append.hpp"
 #include "flow_view.hpp"
-#include "mseg/format/cef.hpp"
-#include "mseg/format/ocsf.hpp"
 
 namespace mseg::format {
 namespace {
@@ -38,51 +38,76 @@ int rateSyslogSeverity(telemetry::Verdict verdict) {
 }
 
 // RFC 3339 in UTC with microseconds, the precision RFC 5424 allows at most.
-std::string formatTimestamp(uint64_t unix_nano) {
+void appendTimestamp(uint64_t unix_nano, std::string& out) {
   if (unix_nano == 0) {
-    return std::string(kNilValue);
+    out += kNilValue;
+    return;
   }
   std::time_t seconds = static_cast<std::time_t>(unix_nano / 1'000'000'000);
   uint64_t micros = (unix_nano % 1'000'000'000) / 1'000;
   std::tm utc{};
   gmtime_r(&seconds, &utc);
-  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", utc.tm_year + 1900,
-                     utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec, micros);
+  fmt::format_to(std::back_inserter(out), FMT_COMPILE("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z"),
+                 utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min,
+                 utc.tm_sec, micros);
 }
 
 // HOSTNAME admits printable US-ASCII only; anything else would break the header's fields, so
 // it becomes `_` rather than dropping the host altogether.
-std::string formatHostname(const std::string& host) {
+void appendHostname(const std::string& host, std::string& out) {
   if (host.empty()) {
-    return std::string(kNilValue);
+    out += kNilValue;
+    return;
   }
-  std::string hostname = host.substr(0, kMaxHostnameSize);
-  for (char& c : hostname) {
-    if (c < 33 || c > 126) {
-      c = '_';
-    }
+  for (char c : std::string_view(host).substr(0, kMaxHostnameSize)) {
+    out += c < 33 || c > 126 ? '_' : c;
   }
-  return hostname;
 }
 
+void appendSdParamValue(std::string_view text, std::string& out) {
+  size_t copied = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (c != '"' && c != '\\' && c != ']') {
+      continue;
+    }
+    out.append(text, copied, i - copied);
+    out += '\\';
+    out += c;
+    copied = i + 1;
+  }
+  out.append(text, copied);
+}
+
+// One SD-ELEMENT written straight into the message.
 class StructuredData {
 public:
-  explicit StructuredData(std::string_view sd_id) : text_("[" + std::string(sd_id)) {}
+  StructuredData(std::string_view sd_id, std::string& message) : message_(message) {
+    message_ += '[';
+    message_ += sd_id;
+  }
 
   // Empty values are left out: an absent parameter reads better than `rule=""`.
   void add(std::string_view name, std::string_view value) {
     if (value.empty()) {
       return;
     }
-    text_ += fmt::format(" {}=\"{}\"", name, escapeSdParamValue(value));
+    message_ += ' ';
+    message_ += name;
+    message_ += "=\"";
+    appendSdParamValue(value, message_);
+    message_ += '"';
   }
 
-  void add(std::string_view name, uint64_t value) { add(name, std::to_string(value)); }
+  void add(std::string_view name, uint64_t value) {
+    fmt::format_int digits(value);
+    add(name, std::string_view(digits.data(), digits.size()));
+  }
 
-  std::string close() && { return std::move(text_) + "]"; }
+  void close() { message_ += ']'; }
 
 private:
-  std::string text_;
+  std::string& message_;
 };
 
 }  // namespace
@@ -99,12 +124,7 @@ Result<SyslogFacility> parseSyslogFacility(std::string_view name) {
 std::string escapeSdParamValue(std::string_view text) {
   std::string escaped;
   escaped.reserve(text.size());
-  for (char c : text) {
-    if (c == '"' || c == '\\' || c == ']') {
-      escaped += '\\';
-    }
-    escaped += c;
-  }
+  appendSdParamValue(text, escaped);
   return escaped;
 }
 
@@ -113,8 +133,19 @@ std::string renderSyslog(const telemetry::FlowRecord& record, Payload payload,
   int priority = static_cast<int>(options.facility) * 8 + rateSyslogSeverity(record.verdict());
   EventNames event = nameEvent(record.event());
   std::string_view msg_id = event.id.empty() ? kNilValue : event.id;
-  StructuredData sd(kSyslogSdId);
+  std::string message;
+  // Typical messages are 1 KB with a CEF body and 2 KB with an OCSF one.
+  message.reserve(payload == Payload::kCef ? 1536 : 3072);
 
+  fmt::format_to(std::back_inserter(message), FMT_COMPILE("<{}>1 "), priority);
+  appendTimestamp(record.time_unix_nano(), message);
+  message += ' ';
+  appendHostname(record.host(), message);
+  fmt::format_to(std::back_inserter(message), FMT_COMPILE(" {} {} {} "), kAppName, kNilValue,
+                 msg_id);
+
+  StructuredData sd(kSyslogSdId, message);
+  std::string community_id_scratch;
   sd.add("record_id", record.record_id());
   sd.add("agent_id", record.agent_id());
   sd.add("sequence", record.sequence());
@@ -123,14 +154,18 @@ std::string renderSyslog(const telemetry::FlowRecord& record, Payload payload,
   sd.add("direction", formatDirection(record.direction()));
   sd.add("rule", record.rule());
   sd.add("policy_version", record.policy_version());
-  sd.add("community_id", recordCommunityId(record));
+  sd.add("community_id", recordCommunityId(record, community_id_scratch));
   sd.add("workload", record.workload().name());
   sd.add("peer", record.peer().name());
+  sd.close();
+  message += ' ';
 
-  std::string body = payload == Payload::kCef ? renderCef(record) : renderOcsf(record);
-  return fmt::format("<{}>1 {} {} {} {} {} {} {}", priority,
-                     formatTimestamp(record.time_unix_nano()), formatHostname(record.host()),
-                     kAppName, kNilValue, msg_id, std::move(sd).close(), body);
+  if (payload == Payload::kCef) {
+    appendCef(record, message);
+  } else {
+    appendOcsf(record, message);
+  }
+  return message;
 }
 
 std::string frameOctetCounted(std::string_view message) {

@@ -5,7 +5,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+
 #include <string>
+#include <thread>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -225,6 +229,116 @@ TEST_F(OcsfRenderTest, LeavesOutAMalformedAddressButKeepsTheEndpointNamed) {
   EXPECT_FALSE(event["dst_endpoint"].contains("ip"));
   EXPECT_EQ(event["dst_endpoint"]["name"], "db-hosts");
   EXPECT_FALSE(event["metadata"].contains("correlation_uid"));
+}
+
+TEST_F(OcsfRenderTest, ReplacesEachMaximalIllFormedUtf8SubpartWithOneReplacementCharacter) {
+  // Unicode's "substitution of maximal subparts": a truncated sequence is one U+FFFD, a byte
+  // that cannot start or continue one is one each (a surrogate's ED A0 80 is three).
+  const std::string kReplacement = "\xef\xbf\xbd";
+  struct Case {
+    std::string bytes;
+    std::string expected;
+  };
+  const Case cases[] = {
+      {"a\xe2\x82", "a" + kReplacement},
+      {"\xe2\x82x", kReplacement + "x"},
+      {"\xc0\xaf", kReplacement + kReplacement},
+      {"\xed\xa0\x80", kReplacement + kReplacement + kReplacement},
+      {"\xf4\x90\x80\x80", kReplacement + kReplacement + kReplacement + kReplacement},
+      {"\xf0\x9f\x98\x80 ok \xc3\xa9", "\xf0\x9f\x98\x80 ok \xc3\xa9"},
+  };
+
+  for (const Case& c : cases) {
+    auto record = testkit::makeEgressStart();
+    record.mutable_workload()->set_command(c.bytes);
+    (*record.mutable_peer()->mutable_labels())[c.bytes] = c.bytes;
+
+    json event = renderValid(record);
+
+    EXPECT_EQ(event["actor"]["process"]["name"], c.expected);
+    EXPECT_EQ(event["unmapped"]["peer"]["labels"][c.expected], c.expected);
+  }
+}
+
+TEST_F(OcsfRenderTest, EscapesQuotesBackslashesAndControlCharacters) {
+  std::string nasty = std::string("a\"b\\c\n\t\x01\x1f\x7f", 11) + std::string(1, '\0') + "]";
+  auto record = testkit::makeEgressStart();
+  record.set_rule(nasty);
+  record.mutable_workload()->set_name(nasty);
+  (*record.mutable_workload()->mutable_labels())[nasty] = nasty;
+
+  json event = renderValid(record);
+
+  EXPECT_EQ(event["firewall_rule"]["name"], nasty);
+  EXPECT_EQ(event["src_endpoint"]["name"], nasty);
+  EXPECT_EQ(event["unmapped"]["workload"]["labels"][nasty], nasty);
+  EXPECT_THAT(event["message"].get<std::string>(), ::testing::EndsWith(", allowed by " + nasty));
+}
+
+TEST_F(OcsfRenderTest, WritesIpv6AddressesAsInetNtopDoes) {
+  const char* addresses[] = {"fd00::10",       "::1",        "fe80::1:0:0:1",
+                             "1:0:0:1::1",     "1::1:0:0:1", "2001:db8:0:1:1:1:1:1",
+                             "fd00:0:0:1::",   "::1.2.3.4",  "fd00::ffff:102:304",
+                             "1:2:3:4:5:6:7:8"};
+  for (const char* text : addresses) {
+    auto record = testkit::makeEgressStart();
+    std::string bytes = testkit::packAddress(text);
+    record.set_local_address(bytes);
+    record.set_peer_address(testkit::packAddress("fd00::20"));
+    char expected[INET6_ADDRSTRLEN];
+    ASSERT_NE(inet_ntop(AF_INET6, bytes.data(), expected, sizeof(expected)), nullptr);
+
+    json event = renderValid(record);
+
+    EXPECT_EQ(event["src_endpoint"]["ip"], expected) << text;
+  }
+}
+
+TEST_F(OcsfRenderTest, RendersEachRecordFromAFreshStart) {
+  auto full = testkit::makeEgressEnd();
+  (*full.mutable_workload()->mutable_labels())["extra"] = std::string(5000, 'x');
+  auto bare = testkit::makeIngressDenied();
+  bare.mutable_workload()->clear_labels();
+  std::string alone = renderOcsf(bare);
+
+  std::string first = renderOcsf(full);
+  std::string between = renderOcsf(bare);
+  std::string again = renderOcsf(full);
+
+  EXPECT_EQ(between, alone);
+  EXPECT_EQ(again, first);
+}
+
+TEST_F(OcsfRenderTest, RendersTheSameOnEveryThread) {
+  const std::vector<testkit::telemetry::FlowRecord> records = {
+      testkit::makeEgressStart(), testkit::makeEgressEnd(), testkit::makeIngressDenied(),
+      testkit::makeAuditedUdpStart(), testkit::makeIcmpv6IngressDenied()};
+  std::vector<std::string> expected;
+  for (const auto& record : records) {
+    expected.push_back(renderOcsf(record));
+  }
+  std::vector<std::vector<std::string>> rendered(4);
+
+  std::vector<std::thread> threads;
+  for (auto& out : rendered) {
+    threads.emplace_back([&records, &out] {
+      for (int round = 0; round < 200; ++round) {
+        for (const auto& record : records) {
+          out.push_back(renderOcsf(record));
+        }
+      }
+    });
+  }
+  for (auto& thread : threads) {
+    thread.join();
+  }
+
+  for (const auto& out : rendered) {
+    ASSERT_EQ(out.size(), 200 * records.size());
+    for (size_t i = 0; i < out.size(); ++i) {
+      ASSERT_EQ(out[i], expected[i % records.size()]) << "record " << i % records.size();
+    }
+  }
 }
 
 }  // namespace
