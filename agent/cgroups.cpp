@@ -1,15 +1,14 @@
 #include "cgroups.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/inotify.h>
 #include <unistd.h>
 
 #include <array>
 #include <cstring>
-#include <filesystem>
 
 namespace mseg::agent {
-namespace fs = std::filesystem;
 
 Result<uint64_t> cgroupIdOf(const std::string& path) {
   // cgroupfs exports 8-byte file handles holding the kernfs node id, which is the cgroup id.
@@ -30,33 +29,42 @@ Result<uint64_t> cgroupIdOf(const std::string& path) {
   return id;
 }
 
+namespace {
+
+// Depth-first walk with plain readdir: a directory that vanishes mid-walk (services stop all
+// the time) only drops itself, never the rest of the walk, and nothing throws.
+void walkCgroups(const std::string& root, const std::string& relative,
+                 std::vector<CgroupEntry>& out) {
+  const std::string path = relative.empty() ? root : root + "/" + relative;
+  DIR* dir = opendir(path.c_str());
+  if (dir == nullptr) {
+    return;
+  }
+  while (struct dirent* entry = readdir(dir)) {
+    if (entry->d_type != DT_DIR || std::strcmp(entry->d_name, ".") == 0 ||
+        std::strcmp(entry->d_name, "..") == 0) {
+      continue;
+    }
+    const std::string child = relative.empty() ? entry->d_name : relative + "/" + entry->d_name;
+    auto id = cgroupIdOf(root + "/" + child);
+    if (!id) {
+      continue;  // removed between listing and reading
+    }
+    out.push_back({child, *id});
+    walkCgroups(root, child, out);
+  }
+  closedir(dir);
+}
+
+}  // namespace
+
 Result<std::vector<CgroupEntry>> listCgroups(const std::string& root) {
-  std::vector<CgroupEntry> entries;
   auto root_id = cgroupIdOf(root);
   if (!root_id) {
     return root_id.error();
   }
-  entries.push_back({"", *root_id});
-
-  std::error_code err;
-  fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, err);
-  if (err) {
-    return Error(err.value(), "walk cgroup tree " + root + ": " + err.message());
-  }
-  for (; it != fs::recursive_directory_iterator(); it.increment(err)) {
-    if (err) {
-      err.clear();
-      continue;
-    }
-    if (!it->is_directory(err)) {
-      continue;
-    }
-    auto id = cgroupIdOf(it->path().string());
-    if (!id) {
-      continue;  // removed between listing and reading
-    }
-    entries.push_back({fs::relative(it->path(), root).string(), *id});
-  }
+  std::vector<CgroupEntry> entries{{"", *root_id}};
+  walkCgroups(root, "", entries);
   return entries;
 }
 
@@ -82,12 +90,17 @@ void CgroupWatcher::watchTree(const std::string& dir) {
     return;  // vanished already, or out of watches; the next rescan still sees it
   }
   directory_of_watch_[wd] = dir;
-  std::error_code err;
-  for (const auto& child : fs::directory_iterator(dir, err)) {
-    if (child.is_directory(err)) {
-      watchTree(child.path().string());
+  DIR* listing = opendir(dir.c_str());
+  if (listing == nullptr) {
+    return;
+  }
+  while (struct dirent* entry = readdir(listing)) {
+    if (entry->d_type == DT_DIR && std::strcmp(entry->d_name, ".") != 0 &&
+        std::strcmp(entry->d_name, "..") != 0) {
+      watchTree(dir + "/" + entry->d_name);
     }
   }
+  closedir(listing);
 }
 
 Result<bool> CgroupWatcher::drain() {

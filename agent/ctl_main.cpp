@@ -76,6 +76,10 @@ int showCounters(const std::string& pin_dir) {
 
 int uninstall(const std::string& pin_dir) {
   auto removed = mseg::agent::uninstallDatapath(pin_dir);
+  if (!removed && removed.error().code() == ENOENT) {
+    std::printf("%s\n", removed.error().message().c_str());
+    return 0;
+  }
   if (!removed) {
     std::fprintf(stderr, "microsegctl: %s\n", removed.error().message().c_str());
     return 1;

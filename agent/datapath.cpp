@@ -1,6 +1,8 @@
 #include "datapath.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <linux/membarrier.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -199,6 +201,14 @@ Result<std::unique_ptr<Datapath>> Datapath::open(const DatapathOptions& options)
   }
   std::unique_ptr<Datapath> datapath(new Datapath());
   datapath->options_ = options;
+  if (auto lock = datapath->lockPinDir(); !lock) {
+    return lock.error();
+  }
+  if (!options.cgroup_path.empty()) {
+    if (auto links = datapath->verifyPinnedLinks(); !links) {
+      return links.error();
+    }
+  }
 
   LIBBPF_OPTS(bpf_object_open_opts, open_opts, .pin_root_path = options.pin_dir.c_str());
   datapath->skeleton_ = mseg_skel__open_opts(&open_opts);
@@ -233,6 +243,9 @@ Datapath::~Datapath() {
     }
   }
   mseg_skel__destroy(skeleton_);
+  if (pin_lock_fd_ >= 0) {
+    close(pin_lock_fd_);
+  }
 }
 
 bpf_map* Datapath::outerMap(size_t kind) const {
@@ -277,16 +290,107 @@ Status Datapath::readAdoptedState() {
   rule_names_ = std::move(*names);
 
   for (uint32_t bank = 0; bank < MSEG_BANKS; bank++) {
-    auto workloads = readMap<mseg_workload_key, mseg_workload>(bank_fds_[bank][0]);
-    auto peers = readMap<mseg_peer_key, mseg_peer>(bank_fds_[bank][1]);
-    auto verdicts = readMap<mseg_verdict_key, mseg_verdict_value>(bank_fds_[bank][2]);
-    if (!workloads || !peers || !verdicts) {
-      return Error(EIO, "read pinned policy bank " + std::to_string(bank));
+    if (auto read = rereadBank(bank); !read) {
+      return read;
     }
-    bank_content_[bank] = BankContent{std::move(*workloads), std::move(*peers),
-                                      std::move(*verdicts)};
   }
   return {};
+}
+
+Status Datapath::checkCapacity(const BankContent& desired) const {
+  const std::array<std::pair<size_t, const char*>, kBankMaps> needs = {{
+      {desired.workloads.size(), "workload keys (cgroups x users)"},
+      {desired.peers.size(), "inventory prefixes"},
+      {desired.verdicts.size(), "verdict entries"},
+  }};
+  for (size_t kind = 0; kind < kBankMaps; kind++) {
+    if (needs[kind].first > bank_specs_[kind].max_entries) {
+      return Error(ENOSPC, "the policy needs " + std::to_string(needs[kind].first) + " " +
+                               needs[kind].second + ", the datapath holds " +
+                               std::to_string(bank_specs_[kind].max_entries) +
+                               "; nothing was changed. Narrow the rules' selectors or ports");
+    }
+  }
+  return {};
+}
+
+Status Datapath::syncBank(uint32_t bank, const BankContent& desired) {
+  BankContent& current = bank_content_[bank];
+  auto& fds = bank_fds_[bank];
+  if (auto s = syncMap(fds[0], current.workloads, desired.workloads, "workload map"); !s) {
+    return s;
+  }
+  if (auto s = syncMap(fds[1], current.peers, desired.peers, "inventory trie"); !s) {
+    return s;
+  }
+  if (auto s = syncMap(fds[2], current.verdicts, desired.verdicts, "verdict trie"); !s) {
+    return s;
+  }
+  current = desired;
+  return {};
+}
+
+Status Datapath::rereadBank(uint32_t bank) {
+  auto workloads = readMap<mseg_workload_key, mseg_workload>(bank_fds_[bank][0]);
+  auto peers = readMap<mseg_peer_key, mseg_peer>(bank_fds_[bank][1]);
+  auto verdicts = readMap<mseg_verdict_key, mseg_verdict_value>(bank_fds_[bank][2]);
+  if (!workloads || !peers || !verdicts) {
+    return Error(EIO, "read pinned policy bank " + std::to_string(bank));
+  }
+  bank_content_[bank] = BankContent{std::move(*workloads), std::move(*peers),
+                                    std::move(*verdicts)};
+  return {};
+}
+
+Status Datapath::lockPinDir() {
+  // One agent per pin directory: a second would fight the first over the banks. The lock is
+  // on the directory itself, so it holds whatever state directory each agent uses.
+  pin_lock_fd_ = ::open(options_.pin_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (pin_lock_fd_ < 0) {
+    return Error::fromErrno(errno, "open pin directory " + options_.pin_dir);
+  }
+  if (flock(pin_lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    return Error(EBUSY, "another microsegd already uses pin directory " + options_.pin_dir +
+                            "; stop it first, or give this agent its own --pin-dir");
+  }
+  return {};
+}
+
+// Refuses, before anything is written, to adopt links that enforce on another cgroup.
+Status Datapath::verifyPinnedLinks() const {
+  auto cgroup_id = cgroupIdOf(options_.cgroup_path);
+  if (!cgroup_id) {
+    return cgroup_id.error();
+  }
+  DIR* dir = opendir(options_.pin_dir.c_str());
+  if (dir == nullptr) {
+    return Error::fromErrno(errno, "list pin directory " + options_.pin_dir);
+  }
+  Status verdict;
+  while (struct dirent* entry = readdir(dir)) {
+    if (std::strncmp(entry->d_name, kLinkPrefix, std::strlen(kLinkPrefix)) != 0) {
+      continue;
+    }
+    const std::string path = options_.pin_dir + "/" + entry->d_name;
+    OwnedFd link(bpf_obj_get(path.c_str()));
+    bpf_link_info info{};
+    uint32_t length = sizeof(info);
+    if (link.get() < 0 || bpf_obj_get_info_by_fd(link.get(), &info, &length) != 0) {
+      verdict = Error::fromErrno(errno, "inspect pinned link " + path);
+      break;
+    }
+    if (info.type != BPF_LINK_TYPE_CGROUP || info.cgroup.cgroup_id != *cgroup_id) {
+      verdict = Error(EEXIST, "pin directory " + options_.pin_dir +
+                                  " enforces on another cgroup (id " +
+                                  std::to_string(info.cgroup.cgroup_id) +
+                                  "); nothing was changed. Use that --cgroup, another --pin-dir, "
+                                  "or `microsegctl uninstall --pin-dir " + options_.pin_dir +
+                                  "` first");
+      break;
+    }
+  }
+  closedir(dir);
+  return verdict;
 }
 
 Status Datapath::attach() {
@@ -351,19 +455,16 @@ Status Datapath::attachProgram(bpf_program* program, uint64_t cgroup_id, int cgr
 
 Status Datapath::apply(const BankContent& desired, const std::map<uint32_t, RuleName>& rule_names,
                        uint64_t policy_version) {
+  if (auto fits = checkCapacity(desired); !fits) {
+    return fits;
+  }
   const uint32_t target = 1 - active_bank_;
-  BankContent& current = bank_content_[target];
-  auto& fds = bank_fds_[target];
-  if (auto s = syncMap(fds[0], current.workloads, desired.workloads, "workload map"); !s) {
-    return s;
+  if (auto synced = syncBank(target, desired); !synced) {
+    // The bank is half written: learn what it holds now, so the next apply diffs against the
+    // truth. It is inactive, so nothing judges with it.
+    (void)rereadBank(target);
+    return synced;
   }
-  if (auto s = syncMap(fds[1], current.peers, desired.peers, "inventory trie"); !s) {
-    return s;
-  }
-  if (auto s = syncMap(fds[2], current.verdicts, desired.verdicts, "verdict trie"); !s) {
-    return s;
-  }
-  bank_content_[target] = desired;
 
   const int names_fd = bpf_map__fd(skeleton_->maps.mseg_rname_v1);
   for (const auto& [id, rule] : rule_names) {
@@ -465,17 +566,46 @@ Status uninstallDatapath(const std::string& pin_dir) {
   namespace fs = std::filesystem;
   std::error_code err;
   if (!fs::exists(pin_dir, err)) {
-    return {};
+    return Error(ENOENT, "nothing is pinned at " + pin_dir);
+  }
+  // Only a microseg pin directory, never a bpffs mount root or anything else.
+  std::string trimmed = pin_dir;
+  while (trimmed.size() > 1 && trimmed.back() == '/') {
+    trimmed.pop_back();
+  }
+  const fs::path parent = fs::path(trimmed).parent_path();
+  if (!onBpffs(pin_dir) || !onBpffs(parent.string()) ||
+      !fs::exists(fs::path(pin_dir) / "mseg_cfg_v1", err)) {
+    return Error(EINVAL, pin_dir + " is not a microseg pin directory (no mseg_cfg_v1 on bpffs "
+                                   "below a bpffs mount); nothing was removed");
+  }
+  OwnedFd lock(::open(pin_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (lock.get() < 0 || flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
+    return Error(EBUSY, "a microsegd is running with pin directory " + pin_dir +
+                            "; stop it first (its programs would stay attached)");
   }
   // Links first: unpinning the last reference to a link detaches its program.
-  for (const auto& entry : fs::directory_iterator(pin_dir, err)) {
-    if (entry.path().filename().string().rfind(kLinkPrefix, 0) == 0) {
-      fs::remove(entry.path(), err);
+  std::vector<fs::path> links;
+  std::vector<fs::path> maps;
+  for (auto it = fs::directory_iterator(pin_dir, err); !err && it != fs::directory_iterator();
+       it.increment(err)) {
+    const std::string name = it->path().filename().string();
+    if (name.rfind(kLinkPrefix, 0) == 0) {
+      links.push_back(it->path());
+    } else if (name.rfind("mseg_", 0) == 0) {
+      maps.push_back(it->path());
     }
   }
-  fs::remove_all(pin_dir, err);
-  if (err) {
-    return Error(err.value(), "remove pin directory " + pin_dir + ": " + err.message());
+  for (const auto& path : links) {
+    fs::remove(path, err);
+  }
+  for (const auto& path : maps) {
+    fs::remove(path, err);
+  }
+  if (!fs::remove(pin_dir, err) || err) {
+    return Error(err.value() != 0 ? err.value() : ENOTEMPTY,
+                 "microseg's pins are removed, but " + pin_dir +
+                     " holds other files and was kept: " + err.message());
   }
   return {};
 }

@@ -88,6 +88,11 @@ private:
   static constexpr size_t kBankMaps = 3;
 
   ::bpf_map* outerMap(size_t kind) const;
+  Status checkCapacity(const BankContent& desired) const;
+  Status syncBank(uint32_t bank, const BankContent& desired);
+  Status rereadBank(uint32_t bank);
+  Status lockPinDir();
+  Status verifyPinnedLinks() const;
   Status prepareBanks();
   Status readAdoptedState();
   Status attachProgram(::bpf_program* program, uint64_t cgroup_id, int cgroup_fd);
@@ -101,6 +106,7 @@ private:
   uint32_t active_bank_ = 0;
   uint64_t adopted_version_ = 0;
   std::map<uint32_t, RuleName> rule_names_;
+  int pin_lock_fd_ = -1;
 };
 
 // Detaches and removes everything an agent pinned in `pin_dir`. Enforcement stops.

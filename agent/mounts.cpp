@@ -35,9 +35,18 @@ bool onBpffs(const std::string& path) {
   return statfs(path.c_str(), &info) == 0 && info.f_type == BPF_FS_MAGIC;
 }
 
-Status ensureBpffs(const std::string& pin_dir) {
+Status ensureBpffs(const std::string& requested_pin_dir) {
   namespace fs = std::filesystem;
   const std::string default_mount = "/sys/fs/bpf";
+  std::string pin_dir = requested_pin_dir;
+  while (pin_dir.size() > 1 && pin_dir.back() == '/') {
+    pin_dir.pop_back();
+  }
+  if (pin_dir == default_mount || (onBpffs(pin_dir) && !onBpffs(fs::path(pin_dir).parent_path()))) {
+    return Error(EINVAL, "pin directory " + requested_pin_dir +
+                             " is a bpffs mount point; give a directory inside it, such as " +
+                             default_mount + "/microseg");
+  }
 
   fs::path probe = fs::path(pin_dir).parent_path();
   while (!probe.empty() && !fs::exists(probe)) {

@@ -4,10 +4,12 @@
  * the shared logic in lib/: find the workload, skip what is not managed, judge, count, report.
  *
  * Who judges what:
- *   connect4/6    TCP connects and UDP connects, by destination.
+ *   connect4/6    TCP connects, by destination. A UDP or ICMP connect() sends nothing (ping
+ *                 and getaddrinfo connect UDP sockets only to learn a source address), so
+ *                 connected datagram sockets are judged at their first datagram instead.
  *   sendmsg4/6    unconnected UDP, per datagram destination; replies of admitted flows pass.
- *   skb egress    ICMP, raw sockets and every other protocol the socket hooks never see;
- *                 counts the bytes of datagram flows.
+ *   skb egress    ICMP, raw sockets, connected UDP sockets and every other protocol the
+ *                 socket hooks never see; counts the bytes of datagram flows.
  *   skb ingress   new inbound TCP connections (SYN to a listener), UDP datagrams of flows not
  *                 yet admitted, ICMP and other protocols; replies of admitted flows pass.
  *   sockops       reports when admitted TCP connections start and end, with their counters.
@@ -58,8 +60,8 @@ static __always_inline int judge_sock_addr(struct bpf_sock_addr *ctx, const __u8
 }
 
 /*
- * A judged connect() keeps its identity on the socket: sockops reports the TCP connection
- * when it is established and when it ends, skb egress starts a connected UDP flow from it.
+ * A judged TCP connect() keeps its identity on the socket: sockops reports the connection
+ * when it is established and when it ends.
  */
 static __always_inline int connect_common(struct bpf_sock_addr *ctx, const __u8 peer_addr[16])
 {
@@ -68,6 +70,8 @@ static __always_inline int connect_common(struct bpf_sock_addr *ctx, const __u8 
 	struct mseg_flow_identity *stored;
 	int pass;
 
+	if (ctx->protocol != IPPROTO_TCP)
+		return MSEG_VERDICT_PASS;
 	pass = judge_sock_addr(ctx, peer_addr, &judgement);
 	if (judgement.verdict == MSEG_VERDICT_NONE)
 		return pass;
@@ -244,31 +248,6 @@ static __always_inline void packet_flow(const struct mseg_packet *pkt, __u8 dire
 	}
 }
 
-/*
- * UDP on a connected or unconnected UDP socket was judged at connect() or sendmsg(); here its
- * bytes are counted, and a connected socket's first datagram starts its flow.
- */
-static __always_inline void account_udp_egress(struct __sk_buff *skb, struct bpf_sock *sk,
-					       const struct mseg_packet *pkt)
-{
-	struct mseg_flow_identity *judged;
-	struct mseg_flow_identity identity;
-	struct mseg_flow_key key;
-
-	packet_flow(pkt, MSEG_DIR_EGRESS, &key);
-	if (flow_seen(&key, MSEG_DIR_EGRESS, pkt->payload_len))
-		return;
-	if (sk->state != BPF_TCP_ESTABLISHED)
-		return;
-	judged = bpf_sk_storage_get(&mseg_sk_v1, sk, 0, 0);
-	if (!judged)
-		return;
-	identity = *judged;
-	__builtin_memcpy(identity.local_addr, pkt->src_addr, 16);
-	identity.start_ns = bpf_ktime_get_boot_ns();
-	flow_admit(&key, &identity, pkt->payload_len);
-}
-
 SEC("cgroup_skb/egress")
 int mseg_egress(struct __sk_buff *skb)
 {
@@ -290,14 +269,13 @@ int mseg_egress(struct __sk_buff *skb)
 		count_reason(MSEG_REASON_SHORT_PACKET);
 		return MSEG_VERDICT_PASS;
 	}
-	if (sk->type != MSEG_SOCK_RAW && sk->protocol == IPPROTO_UDP) {
-		if (pkt.has_l4)
-			account_udp_egress(skb, sk, &pkt);
-		return MSEG_VERDICT_PASS;
-	}
 
 	packet_flow(&pkt, MSEG_DIR_EGRESS, &flow);
 	if (pkt.has_l4 && flow_seen(&flow, MSEG_DIR_EGRESS, pkt.payload_len))
+		return MSEG_VERDICT_PASS;
+	/* Unconnected UDP was judged in sendmsg, which admitted its flow or refused it. */
+	if (sk->type != MSEG_SOCK_RAW && sk->protocol == IPPROTO_UDP &&
+	    sk->state != BPF_TCP_ESTABLISHED)
 		return MSEG_VERDICT_PASS;
 	return judge_skb(skb, &pkt, MSEG_DIR_EGRESS, pkt.has_l4 ? &flow : NULL, &identity);
 }
@@ -361,10 +339,6 @@ int mseg_ingress(struct __sk_buff *skb)
 		count_reason(MSEG_REASON_REPLY_ADMITTED);
 		return MSEG_VERDICT_PASS;
 	}
-	/* A connected UDP socket only receives from the peer its connect() was judged for. */
-	if (pkt.protocol == IPPROTO_UDP && sk->type != MSEG_SOCK_RAW &&
-	    sk->state == BPF_TCP_ESTABLISHED)
-		return MSEG_VERDICT_PASS;
 	return judge_skb(skb, &pkt, MSEG_DIR_INGRESS, pkt.has_l4 ? &flow : NULL, &identity);
 }
 

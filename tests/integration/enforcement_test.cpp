@@ -343,6 +343,122 @@ TEST_F(EnforcementPrivilegedTest, ServesVerdictCountersAsPrometheusMetrics) {
             std::string::npos) << body;
 }
 
+TEST_F(EnforcementPrivilegedTest, SecondAgentOnTheSamePinDirectoryIsRefused) {
+  serveTcp(7002);
+  startAgent();
+
+  auto second = agent_->launch();
+  ASSERT_TRUE(second);
+  auto status = second->wait(20s);
+
+  ASSERT_TRUE(status);
+  EXPECT_NE(*status, 0);
+  EXPECT_NE(second->err().find("another microsegd already uses pin directory"), std::string::npos)
+      << second->err();
+  EXPECT_EQ(connectFrom(client(), kServer4, 7002), EPERM);
+}
+
+// Starting with another --cgroup on a pin directory that enforces elsewhere must change
+// nothing: the pinned policy keeps enforcing on its own cgroup.
+TEST_F(EnforcementPrivilegedTest, WrongCgroupForPinnedStateChangesNothing) {
+  serveTcp(7001);
+  serveTcp(7002);
+  startAgent();
+  agent_->crash();
+
+  auto started = Subprocess::start({MSEG_MICROSEGD, "--policy", agent_->policyPath().string(),
+                                    "--cgroup", cgroup_->path("other.scope").string(),
+                                    "--pin-dir", agent_->pinDir(), "--state-dir",
+                                    (agent_->workDir() / "wrong-state").string()});
+  ASSERT_TRUE(started);
+  auto status = started->wait(20s);
+
+  ASSERT_TRUE(status);
+  EXPECT_NE(*status, 0);
+  EXPECT_NE(started->err().find("nothing was changed"), std::string::npos) << started->err();
+  EXPECT_EQ(connectFrom(client(), kServer4, 7001), 0);
+  EXPECT_EQ(connectFrom(client(), kServer4, 7002), EPERM);
+}
+
+// 70,000 users on one workload need more workload keys than the datapath holds: the policy is
+// refused before anything is written, and the next good policy applies cleanly.
+TEST_F(EnforcementPrivilegedTest, PolicyTooLargeForTheDatapathIsRefusedAndLaterOnesApply) {
+  serveTcp(7001);
+  startAgent();
+  const uint64_t version = *agent_->policyVersion();
+  std::string users = "    users: [";
+  for (int uid = 100000; uid < 170000; uid++) {
+    users += std::to_string(uid) + (uid + 1 < 170000 ? ", " : "]\n");
+  }
+  std::string huge = kPolicy;
+  huge.insert(huge.find("    labels: {role: client}"), users);
+  agent_->writePolicy(huge);
+  agent_->reload();
+  ASSERT_TRUE(pollUntil(30s, [&] { return !agent_->lastError().empty(); }));
+  EXPECT_NE(agent_->lastError().find("workload keys"), std::string::npos) << agent_->lastError();
+
+  agent_->writePolicy(kPolicy);
+  ASSERT_TRUE(agent_->reloadAndWait(version));
+
+  EXPECT_EQ(connectFrom(client(), kServer4, 7001), 0);
+  EXPECT_EQ(connectFrom(client(), kServer4, 7002), EPERM);
+}
+
+// ping and getaddrinfo connect() UDP sockets only to learn a source address; that must work.
+// The first datagram is what gets judged.
+TEST_F(EnforcementPrivilegedTest, ConnectedUdpIsJudgedAtItsFirstDatagram) {
+  startAgent();
+
+  auto status = runIn(client(), [&] {
+    auto peer = makeSocketAddress(kServer4, 7002);
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    if (connect(fd, peer->get(), peer->length) != 0) {
+      return 10;
+    }
+    int sent = send(fd, "x", 1, 0) == 1 ? 0 : errno;
+    close(fd);
+    return sent == EPERM ? 0 : 11;
+  });
+
+  ASSERT_TRUE(status);
+  EXPECT_EQ(*status, 0) << "10: connect() refused, 11: the datagram was not refused";
+}
+
+// Services come and go all the time: cgroups created and removed next to the workloads must
+// never drop a workload's binding, even for one rescan, nor stop the agent.
+TEST_F(EnforcementPrivilegedTest, CgroupChurnNeverUnbindsWorkloads) {
+  serveTcp(7002);
+  startAgent();
+  const auto churn_root = cgroup_->path();
+  auto churn = Subprocess::fork({}, [&] {
+    for (int round = 0; round < 40; round++) {
+      for (int i = 0; i < 25; i++) {
+        std::filesystem::create_directory(churn_root / ("churn-" + std::to_string(i)));
+      }
+      for (int i = 0; i < 25; i++) {
+        rmdir((churn_root / ("churn-" + std::to_string(i))).c_str());
+      }
+    }
+    return 0;
+  });
+  ASSERT_TRUE(churn);
+
+  auto probe = runIn(client(), [&] {
+    for (int attempt = 0; attempt < 300; attempt++) {
+      if (tcpConnect(kServer4, 7002, kQuick) != EPERM) {
+        return 1;
+      }
+    }
+    return 0;
+  }, 60s);
+  ASSERT_TRUE(churn->wait(60s));
+
+  ASSERT_TRUE(probe);
+  EXPECT_EQ(*probe, 0) << "a denied connect passed while cgroups churned";
+  EXPECT_TRUE(agent_->process()->running()) << agent_->process()->err();
+  EXPECT_EQ(connectFrom(client(), kServer4, 7002), EPERM);
+}
+
 // A cgroup created after the agent started, selected only by a glob, is labelled by the agent
 // watching the tree. The delay is printed; docs/architecture.md reports it.
 TEST_F(EnforcementPrivilegedTest, GlobSelectsCgroupCreatedAfterStart) {
