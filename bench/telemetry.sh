@@ -91,7 +91,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 baseline=$(run_load)
 
 "$build/agent/microsegd" --policy "$work/policy.yaml" --cgroup "$cg" --pin-dir "$pin" \
-  --state-dir "$work/state" --stats-interval 0 --log-level warn &
+  --state-dir "$work/state" --stats-interval 0 >"$work/agent.log" 2>&1 &
 agent_pid=$!
 for _ in $(seq 200); do [[ -f $work/state/status.json ]] && break; sleep 0.05; done
 sleep 2
@@ -102,14 +102,18 @@ idle_cpu1=$(cpu_ticks "$agent_pid")
 
 cpu0=$(cpu_ticks "$agent_pid")
 with_agent=$(run_load)
-sleep 2  # the agent drains the ring buffer and flushes once a second
+sleep 3  # the agent drains the ring buffer and flushes once a second
 cpu1=$(cpu_ticks "$agent_pid")
 load_rss=$(rss_kb "$agent_pid")
-records=$(wc -l <"$work/state/flows.ocsf.jsonl")
 counters=$("$build/agent/microsegctl" counters --pin-dir "$pin")
 lost=$(awk '$1 == "event_lost" {print $2}' <<<"$counters")
 echo "$counters" >"$work/counters.txt"; cp "$work/counters.txt" /tmp/mseg-bench-counters.txt
 hz=$(getconf CLK_TCK)
+# The flow log rotates (100 MiB, 5 kept), so count what the agent says it exported.
+kill "$agent_pid"
+wait "$agent_pid" 2>/dev/null || true
+agent_pid=""
+records=$(sed -n 's/.*records_exported=\([0-9]*\).*/\1/p' "$work/agent.log" | tail -1)
 
 base_rate=$(json "$baseline" connections_per_second)
 agent_rate=$(json "$with_agent" connections_per_second)
