@@ -45,6 +45,13 @@ bool isRelativeCgroupPath(std::string_view path) {
   if (path.empty() || path.front() == '/' || path.back() == '/') {
     return false;
   }
+  // A NUL or control character names no cgroup directory, and a NUL would cut the pattern
+  // short when it reaches fnmatch: "\0x" would then select the attach cgroup itself.
+  for (unsigned char c : path) {
+    if (c < 0x20 || c == 0x7f) {
+      return false;
+    }
+  }
   size_t start = 0;
   while (start <= path.size()) {
     size_t end = std::min(path.find('/', start), path.size());

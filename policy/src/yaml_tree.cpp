@@ -11,6 +11,8 @@
 namespace mseg::policy {
 namespace {
 
+constexpr int kMaxNestingDepth = 64;
+
 // Mappings this long get a hash set for the duplicate-key check; policy mappings are short and
 // a linear scan over them is cheaper than hashing.
 constexpr size_t kKeyIndexThreshold = 16;
@@ -117,13 +119,21 @@ private:
         attach({YamlNode{YamlKind::Null, true, positionOf(event.start_mark)}});
         return false;
       case YAML_SEQUENCE_START_EVENT:
-        open(YamlKind::Sequence, event);
-        return false;
       case YAML_MAPPING_START_EVENT:
-        open(YamlKind::Mapping, event);
+        // libyaml's cost grows with the square of the nesting depth: a small file of nested
+        // brackets would stall the agent for minutes. No policy or config nests this deep.
+        if (++depth_ > kMaxNestingDepth) {
+          reader_.error(positionOf(event.start_mark),
+                        "nested deeper than " + std::to_string(kMaxNestingDepth) +
+                            " levels; a policy never needs that many");
+          return true;
+        }
+        open(event.type == YAML_SEQUENCE_START_EVENT ? YamlKind::Sequence : YamlKind::Mapping,
+             event);
         return false;
       case YAML_SEQUENCE_END_EVENT:
       case YAML_MAPPING_END_EVENT:
+        depth_ -= 1;
         close();
         return false;
       case YAML_STREAM_END_EVENT:
@@ -297,6 +307,7 @@ private:
   char* block_next_ = nullptr;
   size_t block_left_ = 0;
   int documents_ = 0;
+  int depth_ = 0;
 };
 
 namespace {

@@ -2,6 +2,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "mseg/policy/compiler.hpp"
+
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -600,6 +602,35 @@ TEST_F(PolicyParserTest, CollectsEveryErrorRatherThanTheFirst) {
   EXPECT_THAT(lines, Contains("p.yaml:5:23: error: CIDR `1.2.3.4/8` has host bits set; the "
                               "network is 1.0.0.0/8"));
   EXPECT_EQ(diagnostics_.errorCount(), 3u);
+}
+
+}  // namespace
+}  // namespace mseg::policy
+
+namespace mseg::policy {
+namespace {
+
+TEST(HostileInputTest, ControlCharacterInCgroupPathIsRejected) {
+  Diagnostics diagnostics;
+  auto compiled = loadPolicyText(
+      "version: 1\nworkloads:\n  - name: w\n    cgroup: \"\\0not-a-cgroup\"\n", "p.yaml",
+      diagnostics);
+
+  EXPECT_FALSE(compiled);
+  EXPECT_NE(diagnostics.format().find("p.yaml:4:13: error: cgroup"), std::string::npos)
+      << diagnostics.format();
+}
+
+TEST(HostileInputTest, NestingDeeperThan64LevelsIsRefused) {
+  std::string text = "version: 1\nworkloads: " + std::string(100000, '[');
+  Diagnostics diagnostics;
+
+  auto compiled = loadPolicyText(text, "deep.yaml", diagnostics);
+
+  EXPECT_FALSE(compiled);
+  EXPECT_NE(diagnostics.format().find("deep.yaml:2:75: error: nested deeper than 64 levels"),
+            std::string::npos)
+      << diagnostics.format();
 }
 
 }  // namespace
