@@ -162,7 +162,8 @@ Status loadConfigFile(const std::string& path, AgentConfig& config) {
         }
       }
       if (const auto* node = tree->find("log_level")) {
-        if (auto level = reader.readChoice(*node, "log_level", {"trace", "debug", "info", "warn", "error"})) {
+        if (auto level = reader.readChoice(*node, "log_level",
+                                           {"trace", "debug", "info", "warn", "error"})) {
           config.log_level = *level;
         }
       }

@@ -172,8 +172,8 @@ Result<int> openOrCreateBank(const std::string& path, const BankMapSpec& spec, c
     return Error::fromErrno(errno, "open pinned bank " + path);
   }
   LIBBPF_OPTS(bpf_map_create_opts, create_opts, .map_flags = spec.flags);
-  fd = bpf_map_create(static_cast<bpf_map_type>(spec.type), name, spec.key_size, spec.value_size, spec.max_entries,
-                      &create_opts);
+  fd = bpf_map_create(static_cast<bpf_map_type>(spec.type), name, spec.key_size,
+                      spec.value_size, spec.max_entries, &create_opts);
   if (fd < 0) {
     return Error::fromErrno(errno, std::string("create bank map ") + name);
   }

@@ -26,6 +26,18 @@ std::string addressBytes(const uint8_t (&address)[16], bool ipv4) {
 
 uint16_t hostPort(uint16_t network_order) { return static_cast<uint16_t>(ntohs(network_order)); }
 
+// An end record's counters and duration; times are CLOCK_BOOTTIME nanoseconds.
+void setEndCounters(FlowRecord& record, uint64_t bytes_out, uint64_t bytes_in,
+                    uint64_t packets_out, uint64_t packets_in, uint64_t start_ns,
+                    uint64_t end_ns) {
+  record.set_event(microseg::telemetry::v1::FLOW_EVENT_END);
+  record.set_bytes_out(bytes_out);
+  record.set_bytes_in(bytes_in);
+  record.set_packets_out(packets_out);
+  record.set_packets_in(packets_in);
+  record.set_duration_nano(end_ns > start_ns ? end_ns - start_ns : 0);
+}
+
 tv1::Verdict verdictOf(uint8_t verdict) {
   switch (verdict) {
     case MSEG_VERDICT_ALLOW: return tv1::VERDICT_ALLOW;
@@ -149,14 +161,8 @@ void FlowRecorder::onEvent(const mseg_event& event) {
       record.set_event(tv1::FLOW_EVENT_START);
       break;
     case MSEG_EVENT_END:
-      record.set_event(tv1::FLOW_EVENT_END);
-      record.set_bytes_out(event.bytes_out);
-      record.set_bytes_in(event.bytes_in);
-      record.set_packets_out(event.packets_out);
-      record.set_packets_in(event.packets_in);
-      record.set_duration_nano(event.time_ns > event.flow.start_ns
-                                   ? event.time_ns - event.flow.start_ns
-                                   : 0);
+      setEndCounters(record, event.bytes_out, event.bytes_in, event.packets_out,
+                     event.packets_in, event.flow.start_ns, event.time_ns);
       break;
     case MSEG_EVENT_DENIED:
       record.set_event(tv1::FLOW_EVENT_DENIED);
@@ -170,14 +176,8 @@ void FlowRecorder::onEvent(const mseg_event& event) {
 
 void FlowRecorder::onIdleFlow(const mseg_flow& flow) {
   FlowRecord record = recordOf(flow.identity, flow.last_seen_ns);
-  record.set_event(tv1::FLOW_EVENT_END);
-  record.set_bytes_out(flow.bytes_out);
-  record.set_bytes_in(flow.bytes_in);
-  record.set_packets_out(flow.packets_out);
-  record.set_packets_in(flow.packets_in);
-  record.set_duration_nano(flow.last_seen_ns > flow.identity.start_ns
-                               ? flow.last_seen_ns - flow.identity.start_ns
-                               : 0);
+  setEndCounters(record, flow.bytes_out, flow.bytes_in, flow.packets_out, flow.packets_in,
+                 flow.identity.start_ns, flow.last_seen_ns);
   emit(std::move(record));
 }
 

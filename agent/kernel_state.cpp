@@ -77,8 +77,8 @@ mseg_verdict_key verdictKey(const policy::VerdictEntry& entry) {
 
 void RuleIds::adopt(const std::map<uint32_t, std::string>& existing) {
   name_of_id_ = existing;
-  next_id_ = existing.empty() ? MSEG_FIRST_RULE_ID
-                              : std::max<uint32_t>(MSEG_FIRST_RULE_ID, existing.rbegin()->first + 1);
+  const uint32_t after_last = existing.empty() ? 0 : existing.rbegin()->first + 1;
+  next_id_ = std::max<uint32_t>(MSEG_FIRST_RULE_ID, after_last);
 }
 
 std::vector<uint32_t> RuleIds::assign(const policy::CompiledPolicy& policy) {

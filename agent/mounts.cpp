@@ -26,8 +26,9 @@ Result<std::string> findCgroup2Mount() {
       return mount_point;
     }
   }
-  return Error(ENOENT, "no cgroup2 filesystem in /proc/mounts; mount one (mount -t cgroup2 "
-                       "none /sys/fs/cgroup/unified) or boot with systemd.unified_cgroup_hierarchy");
+  return Error(ENOENT,
+               "no cgroup2 filesystem in /proc/mounts; mount one (mount -t cgroup2 none "
+               "/sys/fs/cgroup/unified) or boot with systemd.unified_cgroup_hierarchy");
 }
 
 bool onBpffs(const std::string& path) {
