@@ -356,33 +356,27 @@ int mseg_ingress(struct __sk_buff *skb)
 		mseg_value;                                                          \
 	})
 
-static __always_inline void sockops_local_address(struct bpf_sock_ops *skops, __u8 out[16])
+/* The local or the remote address of a sock_ops socket, IPv4-mapped for IPv4. */
+static __always_inline void sockops_address(struct bpf_sock_ops *skops, int remote, __u8 out[16])
 {
 	__u32 words[4];
 
 	if (MSEG_CTX_U32(skops, family) == 2 /* AF_INET */) {
-		ipv4_mapped(MSEG_CTX_U32(skops, local_ip4), out);
+		ipv4_mapped(remote ? MSEG_CTX_U32(skops, remote_ip4) : MSEG_CTX_U32(skops, local_ip4),
+			    out);
 		return;
 	}
-	words[0] = MSEG_CTX_U32(skops, local_ip6[0]);
-	words[1] = MSEG_CTX_U32(skops, local_ip6[1]);
-	words[2] = MSEG_CTX_U32(skops, local_ip6[2]);
-	words[3] = MSEG_CTX_U32(skops, local_ip6[3]);
-	__builtin_memcpy(out, words, 16);
-}
-
-static __always_inline void sockops_remote_address(struct bpf_sock_ops *skops, __u8 out[16])
-{
-	__u32 words[4];
-
-	if (MSEG_CTX_U32(skops, family) == 2 /* AF_INET */) {
-		ipv4_mapped(MSEG_CTX_U32(skops, remote_ip4), out);
-		return;
+	if (remote) {
+		words[0] = MSEG_CTX_U32(skops, remote_ip6[0]);
+		words[1] = MSEG_CTX_U32(skops, remote_ip6[1]);
+		words[2] = MSEG_CTX_U32(skops, remote_ip6[2]);
+		words[3] = MSEG_CTX_U32(skops, remote_ip6[3]);
+	} else {
+		words[0] = MSEG_CTX_U32(skops, local_ip6[0]);
+		words[1] = MSEG_CTX_U32(skops, local_ip6[1]);
+		words[2] = MSEG_CTX_U32(skops, local_ip6[2]);
+		words[3] = MSEG_CTX_U32(skops, local_ip6[3]);
 	}
-	words[0] = MSEG_CTX_U32(skops, remote_ip6[0]);
-	words[1] = MSEG_CTX_U32(skops, remote_ip6[1]);
-	words[2] = MSEG_CTX_U32(skops, remote_ip6[2]);
-	words[3] = MSEG_CTX_U32(skops, remote_ip6[3]);
 	__builtin_memcpy(out, words, 16);
 }
 
@@ -396,7 +390,7 @@ static __always_inline __be16 sockops_remote_port(struct bpf_sock_ops *skops)
 static __always_inline void connection_started(struct bpf_sock_ops *skops,
 					       struct mseg_flow_identity *identity)
 {
-	sockops_local_address(skops, identity->local_addr);
+	sockops_address(skops, 0, identity->local_addr);
 	identity->local_port = bpf_htons((__u16)MSEG_CTX_U32(skops, local_port));
 	identity->start_ns = bpf_ktime_get_boot_ns();
 	emit_event(MSEG_EVENT_START, bpf_get_socket_cookie(skops), identity, NULL);
@@ -425,7 +419,7 @@ static __always_inline void passive_established(struct bpf_sock_ops *skops)
 
 	if (!sk)
 		return;
-	sockops_remote_address(skops, peer);
+	sockops_address(skops, 1, peer);
 	flow_key_init(&key, peer, bpf_htons((__u16)MSEG_CTX_U32(skops, local_port)),
 		      sockops_remote_port(skops), IPPROTO_TCP);
 	pending = bpf_map_lookup_elem(&mseg_accept_v1, &key);
