@@ -18,6 +18,7 @@
 #include "logging.hpp"
 #include "microseg.skel.h"
 #include "mounts.hpp"
+#include "mseg/unique_fd.hpp"
 
 namespace mseg::agent {
 namespace {
@@ -27,22 +28,7 @@ constexpr const char* kCapabilityHint =
     "the agent needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, and a kernel with cgroup BPF "
     "(CONFIG_CGROUP_BPF), BPF links and BTF (5.8 or later)";
 
-// An fd that closes itself.
-class OwnedFd {
-public:
-  explicit OwnedFd(int fd = -1) : fd_(fd) {}
-  ~OwnedFd() {
-    if (fd_ >= 0) {
-      close(fd_);
-    }
-  }
-  OwnedFd(const OwnedFd&) = delete;
-  OwnedFd& operator=(const OwnedFd&) = delete;
-  int get() const { return fd_; }
-
-private:
-  int fd_;
-};
+using OwnedFd = mseg::UniqueFd;
 
 template <typename K, typename V>
 Result<MapContent<K, V>> readMap(int fd) {
