@@ -1,6 +1,7 @@
 // microsegctl: the operator's command-line tool. See `microsegctl help`.
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,14 +27,17 @@ commands:
   help                       print this help
 )";
 
-// Returns the value of `--pin-dir DIR` among args, or the default.
-std::string pinDirArgument(const std::vector<std::string>& args) {
-  for (size_t i = 0; i + 1 < args.size(); i++) {
-    if (args[i] == "--pin-dir") {
-      return args[i + 1];
-    }
+// The pin directory of `COMMAND [--pin-dir DIR]`; nullopt after printing what is wrong with
+// the rest of the arguments.
+std::optional<std::string> pinDirArgument(const std::vector<std::string>& args) {
+  if (args.size() == 1) {
+    return std::string(kDefaultPinDir);
   }
-  return kDefaultPinDir;
+  if (args.size() == 3 && args[1] == "--pin-dir" && !args[2].empty()) {
+    return args[2];
+  }
+  std::fprintf(stderr, "microsegctl: usage: microsegctl %s [--pin-dir DIR]\n", args[0].c_str());
+  return std::nullopt;
 }
 
 int validatePolicy(const std::string& path) {
@@ -43,7 +47,8 @@ int validatePolicy(const std::string& path) {
     std::fputs(diagnostics.format().c_str(), stderr);
   }
   if (!compiled) {
-    std::fprintf(stderr, "%s: invalid: %s\n", path.c_str(), compiled.error().message().c_str());
+    // The diagnostics above name the file; the summary only says what became of it.
+    std::fprintf(stderr, "invalid policy: %s\n", compiled.error().message().c_str());
     return 1;
   }
   std::printf("%s: valid: %zu workloads, %zu inventory entries, %zu rules, %zu verdict entries\n",
@@ -96,14 +101,19 @@ int main(int argc, char** argv) {
     std::fputs(kUsage, args.empty() ? stderr : stdout);
     return args.empty() ? 2 : 0;
   }
-  if (args[0] == "policy" && args.size() == 3 && args[1] == "validate") {
-    return validatePolicy(args[2]);
+  if (args[0] == "policy") {
+    if (args.size() == 3 && args[1] == "validate") {
+      return validatePolicy(args[2]);
+    }
+    std::fputs("microsegctl: usage: microsegctl policy validate FILE\n", stderr);
+    return 2;
   }
-  if (args[0] == "counters") {
-    return showCounters(pinDirArgument(args));
-  }
-  if (args[0] == "uninstall") {
-    return uninstall(pinDirArgument(args));
+  if (args[0] == "counters" || args[0] == "uninstall") {
+    auto pin_dir = pinDirArgument(args);
+    if (!pin_dir) {
+      return 2;
+    }
+    return args[0] == "counters" ? showCounters(*pin_dir) : uninstall(*pin_dir);
   }
   std::fprintf(stderr, "microsegctl: unknown command `%s`; see `microsegctl help`\n",
                args[0].c_str());
