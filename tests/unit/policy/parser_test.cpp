@@ -309,7 +309,8 @@ TEST_F(PolicyParserTest, ReportsTheLaterSpellingOnOneLine) {
                         "workloads:\n"
                         "  - {name: a, cgroup: a.service, cgroups: [b.service]}\n");
 
-  EXPECT_THAT(lines, ElementsAre("p.yaml:3:34: error: give either `cgroup` or `cgroups`, not both"));
+  EXPECT_THAT(lines,
+              ElementsAre("p.yaml:3:34: error: give either `cgroup` or `cgroups`, not both"));
 }
 
 TEST_F(PolicyParserTest, ReportsAbsoluteAndEscapingCgroupPaths) {
