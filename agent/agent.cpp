@@ -316,6 +316,7 @@ void Agent::tick() {
                                   [this](const mseg_flow& flow) { recorder_->onIdleFlow(flow); });
   }
   reportDenials();
+  notifier_.watchdog();
   if (flow_log_) {
     (void)flow_log_->flush();
   }
@@ -447,6 +448,7 @@ Status Agent::rebindCgroups() {
 void Agent::reloadPolicy() {
   auto log = logger("policy");
   log->info("reloading policy file={}", config_.policy_path);
+  notifier_.reloading("reloading policy " + config_.policy_path);
   auto compiled = compilePolicyFile();
   if (!compiled) {
     last_error_ = compiled.error().message();
@@ -454,6 +456,7 @@ void Agent::reloadPolicy() {
     log->error("policy rejected, version {} keeps enforcing: fix the file and send SIGHUP again "
                "err={}", policy_version_, last_error_);
     writeStatus();
+    notifier_.ready(serviceStatus());
     return;
   }
   if (auto applied = applyPolicy(*compiled); !applied) {
@@ -465,6 +468,7 @@ void Agent::reloadPolicy() {
     reloads_applied_ += 1;
   }
   writeStatus();
+  notifier_.ready(serviceStatus());
 }
 
 void Agent::logCounterChanges() {
@@ -489,6 +493,16 @@ void Agent::logCounterChanges() {
     }
   }
   last_hits_ = std::move(*hits);
+}
+
+// One line for `systemctl status`: what enforces now, and why the last reload failed if it did.
+std::string Agent::serviceStatus() const {
+  std::string line = "enforcing policy version " + std::to_string(policy_version_) + " (" +
+                     policy_.content_hash.substr(0, 12) + ") on " + attach_cgroup_;
+  if (!last_error_.empty()) {
+    line += "; last reload rejected: " + last_error_;
+  }
+  return line;
 }
 
 void Agent::writeStatus() const {
@@ -529,6 +543,8 @@ int Agent::run() {
                    {tick_fd, POLLIN, 0},
                    {ring_buffer__epoll_fd(events_), POLLIN, 0},
                    {policy_watcher_.fd(), POLLIN, 0}};
+  // The tick pings the watchdog once a second, so WatchdogSec= must be well above that.
+  notifier_.ready(serviceStatus());
   for (;;) {
     if (poll(fds, 5, -1) < 0) {
       if (errno == EINTR) {
@@ -552,6 +568,8 @@ int Agent::run() {
                   "records_exported={} records_dropped={}",
                   strsignal(info.ssi_signo), policy_version_, records_exported_,
                   records_dropped_);
+        notifier_.stopping("stopping; pinned programs keep enforcing policy version " +
+                           std::to_string(policy_version_));
         close(signal_fd);
         close(tick_fd);
         return 0;

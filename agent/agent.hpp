@@ -18,6 +18,7 @@
 #include "spool.hpp"
 #include "flow_recorder.hpp"
 #include "metrics.hpp"
+#include "service_notify.hpp"
 #include "kernel_state.hpp"
 #include "mseg/policy/compiled.hpp"
 #include "mseg/result.hpp"
@@ -53,6 +54,7 @@ private:
   void reloadPolicy();
   void logCounterChanges();
   void writeStatus() const;
+  std::string serviceStatus() const;
 
   AgentConfig config_;
   std::string attach_cgroup_;
@@ -75,6 +77,7 @@ private:
   std::string host_;
   uint64_t local_sequence_ = 1;
   std::unique_ptr<MetricsServer> metrics_;
+  ServiceNotifier notifier_;
   uint64_t reloads_applied_ = 0;
   uint64_t reloads_failed_ = 0;
   double last_apply_seconds_ = 0;

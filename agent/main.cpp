@@ -4,6 +4,7 @@
 #include "agent.hpp"
 #include "config.hpp"
 #include "logging.hpp"
+#include "service_notify.hpp"
 
 #ifndef MSEG_VERSION
 #define MSEG_VERSION "unknown"
@@ -30,6 +31,8 @@ int main(int argc, char** argv) {
   auto agent = mseg::agent::Agent::start(command->config);
   if (!agent) {
     log->critical("cannot start: {}", agent.error().message());
+    mseg::agent::ServiceNotifier().failed("cannot start: " + agent.error().message(),
+                                          agent.error().code());
     return 1;
   }
   return (*agent)->run();

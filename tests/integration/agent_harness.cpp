@@ -57,7 +57,7 @@ void AgentHarness::writePolicy(const std::string& text) const {
 
 Result<Subprocess> AgentHarness::launch(const std::vector<std::string>& wrapper) const {
   std::vector<std::string> argv = wrapper;
-  argv.insert(argv.end(), {MSEG_MICROSEGD, "--policy", policy_path_.string(), "--cgroup",
+  argv.insert(argv.end(), {binary_, "--policy", policy_path_.string(), "--cgroup",
                            attach_cgroup_.string(), "--pin-dir", pin_dir_, "--state-dir",
                            (work_dir_ / "state").string(), "--stats-interval", "0"});
   argv.insert(argv.end(), extra_arguments_.begin(), extra_arguments_.end());
@@ -90,6 +90,18 @@ void AgentHarness::crash() {
     process_->kill();
     process_.reset();
   }
+}
+
+Result<int> AgentHarness::stop(std::chrono::milliseconds timeout) {
+  if (!process_) {
+    return Error(ESRCH, "microsegd is not running");
+  }
+  ::kill(process_->pid(), SIGTERM);
+  auto status = process_->wait(timeout);
+  if (status) {
+    process_.reset();
+  }
+  return status;
 }
 
 void AgentHarness::reload() const {

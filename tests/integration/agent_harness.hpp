@@ -35,6 +35,8 @@ public:
   Result<Subprocess> launch(const std::vector<std::string>& wrapper = {}) const;
   // SIGKILL, as a crash would.
   void crash();
+  // SIGTERM, as `systemctl stop` does; returns the exit status once the agent has exited.
+  Result<int> stop(std::chrono::milliseconds timeout = std::chrono::seconds(20));
   // SIGHUP, then waits until the status file shows a version above `after`.
   Status reloadAndWait(uint64_t after);
   // Sends SIGHUP without waiting.
@@ -45,6 +47,8 @@ public:
     extra_arguments_.insert(extra_arguments_.end(), arguments.begin(), arguments.end());
   }
   const std::filesystem::path& workDir() const { return work_dir_; }
+  // Starts this microsegd binary from now on instead of the one built with the tests.
+  void useBinary(std::string path) { binary_ = std::move(path); }
 
   // The OCSF flow records the agent has written to its flow log so far, one JSON text each.
   std::vector<std::string> flowLogLines() const;
@@ -63,6 +67,7 @@ private:
   std::string pin_dir_;
   std::optional<Subprocess> process_;
   std::vector<std::string> extra_arguments_;
+  std::string binary_ = MSEG_MICROSEGD;
 };
 
 }  // namespace mseg::testing
