@@ -7,6 +7,7 @@
 
 #include <fmt/core.h>
 
+#include "config.hpp"
 #include "datapath.hpp"
 #include "reasons.hpp"
 #include "mseg/policy/compiler.hpp"
@@ -22,13 +23,19 @@ constexpr const char* kUsage = R"(usage: microsegctl COMMAND [options]
 
 commands:
   policy validate FILE       check a policy file; exit 0 when valid, 1 when it has errors
-  counters [--pin-dir DIR]   per-rule verdict counters of the running datapath
-  uninstall [--pin-dir DIR]  detach microseg's programs and remove everything it pinned
+  counters [--pin-dir DIR | --config FILE]
+                             per-rule verdict counters of the running datapath
+  uninstall [--pin-dir DIR | --config FILE]
+                             detach microseg's programs and remove everything it pinned
+                             (refused while a microsegd uses the pin directory)
   help                       print this help
+
+--config FILE reads pin_dir from microsegd's configuration file (/etc/microseg/microsegd.yaml
+in the package); the default pin directory is /sys/fs/bpf/microseg.
 )";
 
-// The pin directory of `COMMAND [--pin-dir DIR]`; nullopt after printing what is wrong with
-// the rest of the arguments.
+// The pin directory of `COMMAND [--pin-dir DIR | --config FILE]`; nullopt after printing what
+// is wrong with the rest of the arguments or the configuration file.
 std::optional<std::string> pinDirArgument(const std::vector<std::string>& args) {
   if (args.size() == 1) {
     return std::string(kDefaultPinDir);
@@ -36,7 +43,16 @@ std::optional<std::string> pinDirArgument(const std::vector<std::string>& args) 
   if (args.size() == 3 && args[1] == "--pin-dir" && !args[2].empty()) {
     return args[2];
   }
-  std::fprintf(stderr, "microsegctl: usage: microsegctl %s [--pin-dir DIR]\n", args[0].c_str());
+  if (args.size() == 3 && args[1] == "--config" && !args[2].empty()) {
+    mseg::agent::AgentConfig config;
+    if (auto loaded = mseg::agent::loadConfigFile(args[2], config); !loaded) {
+      std::fprintf(stderr, "microsegctl: %s\n", loaded.error().message().c_str());
+      return std::nullopt;
+    }
+    return config.pin_dir;
+  }
+  std::fprintf(stderr, "microsegctl: usage: microsegctl %s [--pin-dir DIR | --config FILE]\n",
+               args[0].c_str());
   return std::nullopt;
 }
 

@@ -66,5 +66,28 @@ TEST_F(MicrosegctlTest, MalformedCommandLinesExitTwoWithUsage) {
   }
 }
 
+// Package removal runs `uninstall --config /etc/microseg/microsegd.yaml`, so a pin_dir an
+// operator configured is the one removed.
+TEST_F(MicrosegctlTest, UninstallWithConfigUsesItsPinDir) {
+  const std::string pin_dir = "/tmp/mseg-ctl-test-pins-" + std::to_string(getpid());
+  auto config = writePolicy("policy: /etc/microseg/policy.yaml\npin_dir: " + pin_dir + "\n");
+
+  auto run = runCommand({MSEG_MICROSEGCTL, "uninstall", "--config", config});
+
+  ASSERT_TRUE(run);
+  EXPECT_EQ(run->status, 0) << run->err;
+  EXPECT_EQ(run->out, "nothing is pinned at " + pin_dir + "\n");
+}
+
+TEST_F(MicrosegctlTest, UninstallWithBadConfigNamesThePlaceAndRemovesNothing) {
+  auto config = writePolicy("pin_dir: /sys/fs/bpf/x\npin_dri: /sys/fs/bpf/y\n");
+
+  auto run = runCommand({MSEG_MICROSEGCTL, "uninstall", "--config", config});
+
+  ASSERT_TRUE(run);
+  EXPECT_EQ(run->status, 2);
+  EXPECT_NE(run->err.find(config + ":2:1: error:"), std::string::npos) << run->err;
+}
+
 }  // namespace
 }  // namespace mseg::agent
