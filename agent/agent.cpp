@@ -82,6 +82,12 @@ std::string hostName(const std::string& configured) {
   return name;
 }
 
+uint64_t bootTimeNs() {
+  timespec boot{};
+  clock_gettime(CLOCK_BOOTTIME, &boot);
+  return static_cast<uint64_t>(boot.tv_sec) * 1000000000ull + boot.tv_nsec;
+}
+
 int handleEvent(void* context, void* data, size_t size) {
   if (size < sizeof(mseg_event)) {
     return 0;
@@ -216,8 +222,22 @@ Agent::~Agent() {
 }
 
 // Records go to the collector through the spool when one is configured, and to the local OCSF
-// flow log when no collector is configured or a flow log path is given explicitly.
+// flow log when no collector is configured or a flow log path is given explicitly. With
+// telemetry off the datapath reports nothing and none of this is set up.
 Status Agent::startTelemetry() {
+  auto was_on = datapath_->setFlowTelemetry(config_.telemetry);
+  if (!was_on) {
+    return was_on.error();
+  }
+  if (!config_.telemetry) {
+    logger("agent")->info("flow telemetry off: enforcing and counting per rule, no flow records");
+    return {};
+  }
+  if (!*was_on) {
+    // Datagram flows admitted while telemetry was off had no start record; their end is not
+    // reported either.
+    unreported_before_ns_ = bootTimeNs();
+  }
   host_ = hostName(config_.host);
   if (!config_.collector.empty()) {
     auto spool = Spool::open(config_.state_dir + "/spool", config_.spool_max_bytes);
@@ -285,6 +305,9 @@ void Agent::exportRecord(FlowRecord&& record) {
 }
 
 void Agent::drainEvents() {
+  if (events_ == nullptr) {
+    return;
+  }
   int consumed = ring_buffer__consume(events_);
   if (consumed < 0) {
     logger("agent")->warn("cannot read flow events err={}", std::strerror(-consumed));
@@ -307,15 +330,19 @@ void Agent::reportDenials() {
 
 void Agent::tick() {
   drainEvents();
-  timespec boot{};
-  clock_gettime(CLOCK_BOOTTIME, &boot);
-  const uint64_t boot_ns = static_cast<uint64_t>(boot.tv_sec) * 1000000000ull + boot.tv_nsec;
+  const uint64_t boot_ns = bootTimeNs();
   const uint64_t idle_ns = static_cast<uint64_t>(config_.udp_idle_timeout_s) * 1000000000ull;
+  // Idle flows end with telemetry off too: their next packet must be judged again.
   if (boot_ns > idle_ns) {
-    (void)datapath_->endIdleFlows(boot_ns - idle_ns,
-                                  [this](const mseg_flow& flow) { recorder_->onIdleFlow(flow); });
+    (void)datapath_->endIdleFlows(boot_ns - idle_ns, [this](const mseg_flow& flow) {
+      if (recorder_ && flow.identity.start_ns >= unreported_before_ns_) {
+        recorder_->onIdleFlow(flow);
+      }
+    });
   }
-  reportDenials();
+  if (recorder_) {
+    reportDenials();
+  }
   notifier_.watchdog();
   if (flow_log_) {
     (void)flow_log_->flush();
@@ -541,7 +568,7 @@ int Agent::run() {
   pollfd fds[5] = {{signal_fd, POLLIN, 0},
                    {watcher_.fd(), POLLIN, 0},
                    {tick_fd, POLLIN, 0},
-                   {ring_buffer__epoll_fd(events_), POLLIN, 0},
+                   {events_ != nullptr ? ring_buffer__epoll_fd(events_) : -1, POLLIN, 0},
                    {policy_watcher_.fd(), POLLIN, 0}};
   // The tick pings the watchdog once a second, so WatchdogSec= must be well above that.
   notifier_.ready(serviceStatus());

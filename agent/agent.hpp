@@ -84,6 +84,7 @@ private:
   ::ring_buffer* events_ = nullptr;
   // Denied attempts already reported, per aggregation key (bytes of mseg_denial_key).
   std::unordered_map<std::string, uint64_t> denials_reported_;
+  uint64_t unreported_before_ns_ = 0;  // CLOCK_BOOTTIME when telemetry was turned back on
   uint64_t records_exported_ = 0;
   uint64_t records_dropped_ = 0;
   unsigned ticks_ = 0;

@@ -33,6 +33,7 @@ options:
   --tls-cert FILE        this agent's certificate (its CN/SAN names this host)
   --tls-key FILE         this agent's private key
   --metrics-listen ADDR  serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464)
+  --telemetry on|off     flow records (default on); off still enforces and counts per rule
   --version              print the version and exit
   --help                 print this help and exit
 
@@ -55,6 +56,7 @@ enum Option {
   kTlsCert,
   kTlsKey,
   kMetricsListen,
+  kTelemetry,
   kVersion,
   kHelp,
 };
@@ -74,6 +76,7 @@ const option kOptions[] = {
     {"tls-cert", required_argument, nullptr, kTlsCert},
     {"tls-key", required_argument, nullptr, kTlsKey},
     {"metrics-listen", required_argument, nullptr, kMetricsListen},
+    {"telemetry", required_argument, nullptr, kTelemetry},
     {"version", no_argument, nullptr, kVersion},
     {"help", no_argument, nullptr, kHelp},
     {nullptr, 0, nullptr, 0},
@@ -121,7 +124,7 @@ Status loadConfigFile(const std::string& path, AgentConfig& config) {
                           "stats_interval", "host", "flow_log", "flow_log_max_bytes",
                           "flow_log_keep", "udp_idle_timeout", "collector", "collector_ca",
                           "collector_server_name", "tls_cert", "tls_key", "spool_max_bytes",
-                          "metrics_listen"});
+                          "metrics_listen", "telemetry"});
       auto readInto = [&](const char* key, std::string& field) {
         if (const auto* node = tree->find(key)) {
           if (auto value = reader.readString(*node, key)) {
@@ -165,6 +168,11 @@ Status loadConfigFile(const std::string& path, AgentConfig& config) {
         if (auto level = reader.readChoice(*node, "log_level",
                                            {"trace", "debug", "info", "warn", "error"})) {
           config.log_level = *level;
+        }
+      }
+      if (const auto* node = tree->find("telemetry")) {
+        if (auto mode = reader.readChoice(*node, "telemetry", {"on", "off"})) {
+          config.telemetry = *mode == "on";
         }
       }
       if (const auto* node = tree->find("stats_interval")) {
@@ -236,6 +244,12 @@ Result<CommandLine> parseCommandLine(int argc, char** argv) {
                                 ": expected whole seconds from 0 to 86400");
         }
         break;
+      case kTelemetry:
+        if (value != "on" && value != "off") {
+          return Error::invalid("--telemetry " + value + ": expected on or off");
+        }
+        config.telemetry = value == "on";
+        break;
       case kVersion: command.show_version = true; break;
       case kHelp: command.show_help = true; break;
       default: break;
@@ -245,6 +259,10 @@ Result<CommandLine> parseCommandLine(int argc, char** argv) {
       (config.collector_ca.empty() || config.tls_cert.empty() || config.tls_key.empty())) {
     return Error::invalid("--collector needs --collector-ca, --tls-cert and --tls-key: the "
                           "collector only accepts agents with a certificate");
+  }
+  if (!config.telemetry && (!config.collector.empty() || !config.flow_log.empty())) {
+    return Error::invalid("telemetry is off, so there are no flow records for --collector or "
+                          "--flow-log: turn telemetry on or remove them");
   }
   if (!command.show_help && !command.show_version && config.policy_path.empty()) {
     return Error::invalid("no policy given: pass --policy FILE or set `policy` in --config");

@@ -30,6 +30,7 @@ struct AgentConfig {
   std::string tls_key;
   uint64_t spool_max_bytes = 256ull << 20;
   std::string metrics_listen;         // "127.0.0.1:9464" serves Prometheus metrics; empty: off
+  bool telemetry = true;              // off: enforce and count per rule, record no flows
 };
 
 // What the command line asked for besides settings.

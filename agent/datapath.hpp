@@ -60,6 +60,11 @@ public:
   Status apply(const BankContent& desired, const std::map<uint32_t, RuleName>& rule_names,
                uint64_t policy_version);
 
+  // Turns flow reporting in the programs on or off at once (datapath_options.cpp); verdicts
+  // and per-rule counters are unaffected. Returns whether it was on, as a previous agent may
+  // have left it.
+  Result<bool> setFlowTelemetry(bool enabled);
+
   // The policy version a previous agent left enforcing, 0 if none.
   uint64_t adoptedPolicyVersion() const { return adopted_version_; }
   const std::map<uint32_t, RuleName>& adoptedRuleNames() const { return rule_names_; }

@@ -73,7 +73,7 @@ static __always_inline int connect_common(struct bpf_sock_addr *ctx, const __u8 
 	if (ctx->protocol != IPPROTO_TCP)
 		return MSEG_VERDICT_PASS;
 	pass = judge_sock_addr(ctx, peer_addr, &judgement);
-	if (judgement.verdict == MSEG_VERDICT_NONE)
+	if (judgement.verdict == MSEG_VERDICT_NONE || !telemetry_on())
 		return pass;
 
 	identity_init(&identity, &judgement, MSEG_DIR_EGRESS, (__u8)ctx->protocol, peer_addr,
@@ -298,7 +298,7 @@ static __always_inline int judge_syn(struct __sk_buff *skb, const struct mseg_pa
 
 	identity.verdict = MSEG_VERDICT_NONE;
 	pass = judge_skb(skb, pkt, MSEG_DIR_INGRESS, NULL, &identity);
-	if (!pass || identity.verdict == MSEG_VERDICT_NONE)
+	if (!pass || identity.verdict == MSEG_VERDICT_NONE || !telemetry_on())
 		return pass;
 	packet_flow(pkt, MSEG_DIR_INGRESS, &key);
 	bpf_map_update_elem(&mseg_accept_v1, &key, &identity, BPF_ANY);
@@ -481,6 +481,9 @@ static __always_inline void connection_closed(struct bpf_sock_ops *skops)
 SEC("sockops")
 int mseg_sockops(struct bpf_sock_ops *skops)
 {
+	/* Connections that were open when telemetry was turned off end unreported. */
+	if (!telemetry_on())
+		return 1;
 	switch (skops->op) {
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 		active_established(skops);

@@ -47,7 +47,7 @@ static __always_inline int flow_seen(const struct mseg_flow_key *key, __u8 direc
 	return 1;
 }
 
-/* Admits a flow and reports its start; `bytes` of its first packet, or MSEG_NO_PACKET. */
+/* Admits a flow and reports its start (with telemetry on); `bytes` of its first packet, or MSEG_NO_PACKET. */
 static __always_inline void flow_admit(const struct mseg_flow_key *key,
 				       const struct mseg_flow_identity *identity, __s64 bytes)
 {
@@ -69,7 +69,8 @@ static __always_inline void flow_admit(const struct mseg_flow_key *key,
 		count_reason(MSEG_REASON_FLOW_TABLE_FULL);
 		return;
 	}
-	emit_event(MSEG_EVENT_START, 0, &flow.identity, NULL);
+	if (telemetry_on())
+		emit_event(MSEG_EVENT_START, 0, &flow.identity, NULL);
 }
 
 #endif /* MSEG_FLOW_BPF_H */

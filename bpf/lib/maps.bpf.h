@@ -22,6 +22,14 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mseg_cfg_v1 SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mseg_options);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mseg_opts_v1 SEC(".maps");
+
 struct mseg_workload_bank {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MSEG_MAX_WORKLOAD_KEYS);

@@ -45,6 +45,19 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mseg_accept_v1 SEC(".maps");
 
+/*
+ * Whether flows are reported. With telemetry off the datapath still enforces and counts per
+ * rule, but keeps no per-connection state for reporting and writes no events: no socket
+ * storage, no pending accepts, no denial aggregation, nothing in the ring buffer.
+ */
+static __always_inline int telemetry_on(void)
+{
+	__u32 zero = 0;
+	struct mseg_options *options = bpf_map_lookup_elem(&mseg_opts_v1, &zero);
+
+	return !options || !(options->flags & MSEG_OPT_NO_TELEMETRY);
+}
+
 static __always_inline void identity_init(struct mseg_flow_identity *id,
 					  const struct mseg_judgement *judgement, __u8 direction,
 					  __u8 protocol, const __u8 peer_addr[16], __be16 peer_port)
@@ -114,6 +127,8 @@ static __always_inline void report_denied(const struct mseg_flow_identity *id, _
 	__u64 now = bpf_ktime_get_boot_ns();
 	long err;
 
+	if (!telemetry_on())
+		return;
 	__builtin_memcpy(key.peer_addr, id->peer_addr, 16);
 	key.workload_id = id->workload_id;
 	key.port = port;

@@ -202,5 +202,37 @@ TEST_F(TelemetryPrivilegedTest, PortScanLosesNoOtherFlows) {
   EXPECT_GE(refused, 3998u) << "every refused port of the scan is accounted for";
 }
 
+// Telemetry off: the datapath enforces and counts per rule, but leaves nothing to report, not
+// even in its pinned ring buffer or denial table, where an agent started later with telemetry
+// on would find it. That agent adopts the pinned programs and records flows again.
+TEST_F(TelemetryPrivilegedTest, TelemetryOffEnforcesWithoutRecordsUntilTurnedBackOn) {
+  serveTcp(7001);
+  serveTcp(7101);
+  const auto config = agent_->workDir() / "agent.yaml";
+  std::ofstream(config) << "telemetry: off\n";
+  agent_->addArguments({"--config", config.string()});
+  startAgent();
+
+  ASSERT_EQ(connectFrom(client(), kServer4, 7001), 0);
+  ASSERT_EQ(connectFrom(client(), kServer4, 7002), EPERM);
+
+  EXPECT_EQ(agent_->ruleHits("app/client-to-server-tcp"), 2u)
+      << "judged at the client's egress and at the server's ingress";
+  EXPECT_EQ(agent_->ruleHits("(default deny)"), 1u);
+  EXPECT_TRUE(agent_->flowLogLines().empty());
+
+  agent_->crash();
+  std::ofstream(config, std::ios::trunc) << "telemetry: on\n";
+  startAgent();
+  ASSERT_EQ(connectFrom(client(), kServer4, 7101), 0);
+
+  EXPECT_EQ(awaitMatching(kActivityClose, 7101, "Outbound").size(), 1u);
+  EXPECT_EQ(awaitMatching(kActivityClose, 7101, "Inbound").size(), 1u);
+  for (const auto& record : records()) {
+    EXPECT_EQ(record["dst_endpoint"].value("port", -1), 7101)
+        << "only the connection made with telemetry on is recorded: " << record.dump();
+  }
+}
+
 }  // namespace
 }  // namespace mseg::testing

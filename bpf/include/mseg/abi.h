@@ -139,6 +139,17 @@ struct mseg_config {
 	__u64 policy_version;
 };
 
+/*
+ * Datapath options (mseg_opts_v1), set by the agent. All zero is the default behaviour, so a
+ * datapath whose options nobody wrote acts as before the option existed.
+ */
+#define MSEG_OPT_NO_TELEMETRY (1u << 0) /* enforce and count per rule, but report no flows */
+
+struct mseg_options {
+	__u32 flags; /* MSEG_OPT_* */
+	__u32 pad;
+};
+
 struct mseg_rule_stats {
 	__u64 hits;
 };

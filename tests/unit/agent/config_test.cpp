@@ -76,5 +76,40 @@ TEST_F(ConfigTest, CollectorWithoutCredentialsIsRefused) {
   EXPECT_NE(command.error().message().find("--tls-cert"), std::string::npos);
 }
 
+TEST_F(ConfigTest, TelemetryIsOnUnlessTurnedOff) {
+  auto config = writeConfig("policy: /etc/a.yaml\ntelemetry: off\n");
+
+  auto by_default = parse({"--policy", "p.yaml"});
+  auto from_file = parse({"--config", config});
+  auto flag_over_file = parse({"--config", config, "--telemetry", "on"});
+
+  ASSERT_TRUE(by_default && from_file && flag_over_file);
+  EXPECT_TRUE(by_default->config.telemetry);
+  EXPECT_FALSE(from_file->config.telemetry);
+  EXPECT_TRUE(flag_over_file->config.telemetry);
+}
+
+TEST_F(ConfigTest, TelemetryValueMustBeOnOrOff) {
+  auto config = writeConfig("policy: /etc/a.yaml\ntelemetry: maybe\n");
+
+  auto flag = parse({"--policy", "p.yaml", "--telemetry", "no"});
+  auto file = parse({"--config", config});
+
+  ASSERT_FALSE(flag);
+  EXPECT_NE(flag.error().message().find("--telemetry no: expected on or off"), std::string::npos)
+      << flag.error().message();
+  ASSERT_FALSE(file);
+  EXPECT_NE(file.error().message().find(config + ":2:"), std::string::npos)
+      << file.error().message();
+}
+
+TEST_F(ConfigTest, TelemetryOffWithAFlowDestinationIsRefused) {
+  auto command = parse({"--policy", "p.yaml", "--telemetry", "off", "--flow-log", "/tmp/f"});
+
+  ASSERT_FALSE(command);
+  EXPECT_NE(command.error().message().find("telemetry is off"), std::string::npos)
+      << command.error().message();
+}
+
 }  // namespace
 }  // namespace mseg::agent
