@@ -12,6 +12,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <set>
 
 #include "capabilities.hpp"
 #include "cgroups.hpp"
@@ -171,6 +172,19 @@ Result<int> openOrCreateBank(const std::string& path, const BankMapSpec& spec, c
   return fd;
 }
 
+// Whether `pin_dir` holds a config map of any layout version: an older or newer agent's pins
+// are microseg's too.
+bool holdsConfigMap(const std::string& pin_dir) {
+  std::error_code err;
+  for (const auto& entry : std::filesystem::directory_iterator(pin_dir, err)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("mseg_cfg_v", 0) == 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Datapath>> Datapath::open(const DatapathOptions& options) {
@@ -203,6 +217,9 @@ Result<std::unique_ptr<Datapath>> Datapath::open(const DatapathOptions& options)
   }
   for (size_t kind = 0; kind < kBankMaps; kind++) {
     datapath->bank_specs_[kind] = bankMapSpec(datapath->outerMap(kind));
+  }
+  if (auto versions = datapath->checkPolicyMapVersions(); !versions) {
+    return versions.error();
   }
   if (int err = mseg_skel__load(datapath->skeleton_); err != 0) {
     return Error::fromErrno(err, std::string("load BPF programs (") + kCapabilityHint + ")");
@@ -379,6 +396,64 @@ Status Datapath::verifyPinnedLinks() const {
   return verdict;
 }
 
+// A program reads the active bank from the config map and then the three bank maps, so the
+// four are one versioned set: after a layout change (a new _v<N> name), the new agent fills a
+// complete new set while the old programs keep reading the old one, and the links switch from
+// one consistent set to the other. A set that is half new would let one program mix two
+// policies, so such an object is refused before anything is written.
+Status Datapath::checkPolicyMapVersions() const {
+  const std::array<bpf_map*, kBankMaps + 1> policy_maps = {
+      skeleton_->maps.mseg_cfg_v1, outerMap(0), outerMap(1), outerMap(2)};
+  std::string pinned;
+  std::string fresh;
+  for (bpf_map* map : policy_maps) {
+    std::string& list = std::filesystem::exists(options_.pin_dir + "/" + bpf_map__name(map))
+                            ? pinned
+                            : fresh;
+    list += (list.empty() ? "" : ", ") + std::string(bpf_map__name(map));
+  }
+  if (!pinned.empty() && !fresh.empty()) {
+    return Error(EPROTO, "this agent's policy maps change version apart (pinned: " + pinned +
+                             "; new: " + fresh + "); they must be versioned together. Nothing "
+                             "was changed; the pinned datapath keeps enforcing");
+  }
+  return {};
+}
+
+// After an upgrade that changed a map's layout, the old map is pinned under its old name and
+// no attached program reads it any more: the links now run this agent's programs.
+void Datapath::unpinStaleMaps() const {
+  std::set<std::string> current;
+  bpf_map* map = nullptr;
+  bpf_object__for_each_map(map, skeleton_->obj) {
+    if (const char* path = bpf_map__pin_path(map)) {
+      current.insert(std::filesystem::path(path).filename().string());
+    }
+  }
+  for (size_t kind = 0; kind < kBankMaps; kind++) {
+    for (uint32_t bank = 0; bank < MSEG_BANKS; bank++) {
+      current.insert(std::filesystem::path(bankPinPath(options_.pin_dir, outerMap(kind), bank))
+                         .filename()
+                         .string());
+    }
+  }
+  std::error_code err;
+  for (const auto& entry : std::filesystem::directory_iterator(options_.pin_dir, err)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("mseg_", 0) != 0 || current.count(name) != 0) {
+      continue;
+    }
+    std::error_code removed;
+    std::filesystem::remove(entry.path(), removed);
+    if (removed) {
+      logger("bpf")->warn("cannot unpin map of another layout, remove it by hand path={} err={}",
+                          entry.path().string(), removed.message());
+    } else {
+      logger("bpf")->info("unpinned map of another layout name={}", name);
+    }
+  }
+}
+
 Status Datapath::attach() {
   OwnedFd cgroup_fd(::open(options_.cgroup_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (cgroup_fd.get() < 0) {
@@ -394,6 +469,7 @@ Status Datapath::attach() {
       return attached.error();
     }
   }
+  unpinStaleMaps();
   return {};
 }
 
@@ -560,9 +636,8 @@ Status uninstallDatapath(const std::string& pin_dir) {
     trimmed.pop_back();
   }
   const fs::path parent = fs::path(trimmed).parent_path();
-  if (!onBpffs(pin_dir) || !onBpffs(parent.string()) ||
-      !fs::exists(fs::path(pin_dir) / "mseg_cfg_v1", err)) {
-    return Error(EINVAL, pin_dir + " is not a microseg pin directory (no mseg_cfg_v1 on bpffs "
+  if (!onBpffs(pin_dir) || !onBpffs(parent.string()) || !holdsConfigMap(pin_dir)) {
+    return Error(EINVAL, pin_dir + " is not a microseg pin directory (no mseg_cfg_v<N> on bpffs "
                                    "below a bpffs mount); nothing was removed");
   }
   OwnedFd lock(::open(pin_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));

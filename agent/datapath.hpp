@@ -52,7 +52,8 @@ public:
   Datapath& operator=(const Datapath&) = delete;
 
   // Attaches every program to the cgroup through pinned links. Links a previous agent pinned
-  // are updated in place to the new programs, so there is no moment without enforcement.
+  // are updated in place to the new programs, so there is no moment without enforcement. Then
+  // unpins maps of an older (or newer) layout that no attached program uses any more.
   Status attach();
 
   // Writes `desired` into the inactive bank, makes it active in one map write, then waits
@@ -98,6 +99,8 @@ private:
   Status rereadBank(uint32_t bank);
   Status lockPinDir();
   Status verifyPinnedLinks() const;
+  Status checkPolicyMapVersions() const;
+  void unpinStaleMaps() const;
   Status prepareBanks();
   Status readAdoptedState();
   Status attachProgram(::bpf_program* program, uint64_t cgroup_id, int cgroup_fd);
