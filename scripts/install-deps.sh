@@ -8,6 +8,8 @@ packages=(
   libspdlog-dev libfmt-dev libyaml-dev libssl-dev libsystemd-dev nlohmann-json3-dev rapidjson-dev
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   libgtest-dev libgmock-dev libmicrohttpd-dev
+  # the Debian package: man pages from --help, shared library dependencies, unit verification
+  help2man dpkg-dev systemd man-db adduser
   # lab and integration tests: real servers and clients in network namespaces
   iproute2 iputils-ping procps postgresql postgresql-client nginx-light curl python3
   socat iperf3 nmap openssl rsyslog rsyslog-gnutls util-linux prometheus
