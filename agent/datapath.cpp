@@ -422,6 +422,10 @@ Status Datapath::checkPolicyMapVersions() const {
 
 // After an upgrade that changed a map's layout, the old map is pinned under its old name and
 // no attached program reads it any more: the links now run this agent's programs.
+// LIMITATION: what an old-layout map held is not carried over, since this agent cannot read
+// that layout: a new config map restarts the policy version at 1, new counter maps restart the
+// counters, and a new flow table makes UDP and ICMP flows admitted before be judged again at
+// their next packet (docs/limitations.md).
 void Datapath::unpinStaleMaps() const {
   std::set<std::string> current;
   bpf_map* map = nullptr;

@@ -220,7 +220,10 @@ TEST_F(PackagePrivilegedTest, InstallsWhereTheDocsSayStartsNothingAndPurgesWitho
                             "/etc/microseg/policy.yaml"});
   ASSERT_TRUE(policy);
   EXPECT_EQ(policy->status, 0) << policy->err;
-  auto collector = runCommand({"/usr/sbin/microseg-collector", "--config",
+  // As its unit runs it: its own user, no capabilities.
+  auto collector = runCommand({"setpriv", "--reuid", "microseg-collector", "--regid",
+                               "microseg-collector", "--clear-groups", "--bounding-set", "-all",
+                               "--no-new-privs", "--", "/usr/sbin/microseg-collector", "--config",
                                "/etc/microseg/collector.yaml", "--check-config"});
   ASSERT_TRUE(collector);
   EXPECT_EQ(collector->status, 0) << collector->out << collector->err;
