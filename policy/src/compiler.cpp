@@ -751,12 +751,30 @@ Result<CompiledPolicy> loadPolicyText(std::string_view text, std::string_view so
   return compilePolicy(*policy, out);
 }
 
-Result<CompiledPolicy> loadPolicyFile(std::string_view path, Diagnostics& out) {
+Result<CompiledPolicy> loadPolicyFile(std::string_view path, Diagnostics& out, LoadTimes* times) {
+  using Clock = std::chrono::steady_clock;
+  LoadTimes local;
+  LoadTimes& spent = times != nullptr ? *times : local;
+  auto mark = Clock::now();
+  auto lap = [&mark](std::chrono::nanoseconds& into) {
+    auto now = Clock::now();
+    into = now - mark;
+    mark = now;
+  };
+
   auto text = readFile(path);
+  lap(spent.read);
   if (!text) {
     return text.error().wrap("load policy");
   }
-  return loadPolicyText(*text, path, out);
+  auto policy = parsePolicy(*text, path, out);
+  lap(spent.parse);
+  if (!policy) {
+    return policy.error();
+  }
+  auto compiled = compilePolicy(*policy, out);
+  lap(spent.compile);
+  return compiled;
 }
 
 }  // namespace mseg::policy

@@ -64,23 +64,28 @@ bool isRelativeCgroupPath(std::string_view path) {
   return true;
 }
 
-// Tracks names within one scope and reports the second use of a name.
+// Tracks names within one scope and reports the second use of a name. Names are views into
+// the YAML document, which outlives every scope: no copy per name of a 100,000-rule policy.
 class NameScope {
 public:
   NameScope(YamlReader& reader, std::string_view what) : reader_(reader), what_(what) {}
 
-  void add(const std::string& name, Position position, std::string_view suffix = {}) {
-    auto [it, inserted] = first_.emplace(name, position);
+  void reserve(size_t names) { first_.reserve(names); }
+
+  // `name` is the scalar node the name was read from.
+  void add(const YamlNode& name, std::string_view suffix = {}) {
+    auto [it, inserted] = first_.emplace(name.text, name.position);
     if (!inserted) {
-      reader_.error(position, fmt::format("duplicate {} name `{}`{}; it is first defined at {}",
-                                          what_, name, suffix, formatPosition(it->second)));
+      reader_.error(name.position,
+                    fmt::format("duplicate {} name `{}`{}; it is first defined at {}", what_,
+                                name.text, suffix, formatPosition(it->second)));
     }
   }
 
 private:
   YamlReader& reader_;
   std::string_view what_;
-  std::unordered_map<std::string, Position> first_;
+  std::unordered_map<std::string_view, Position> first_;
 };
 
 class PolicyParser {
@@ -248,7 +253,7 @@ private:
     workload.labels = parseLabels(node);
 
     if (name) {
-      workload_names_.add(*name, node.find("name")->position);
+      workload_names_.add(*node.find("name"));
       workload.name = std::move(*name);
       workloads.push_back(std::move(workload));
     }
@@ -296,7 +301,7 @@ private:
     entry.labels = parseLabels(node);
 
     if (name) {
-      inventory_names_.add(*name, node.find("name")->position);
+      inventory_names_.add(*node.find("name"));
       entry.name = std::move(*name);
       inventory.push_back(std::move(entry));
     }
@@ -334,17 +339,18 @@ private:
 
     NameScope rule_names(reader_, "rule");
     std::string suffix = fmt::format(" in segment `{}`", name.value_or("?"));
-    if (reader_.require(node, "rules", "a segment") != nullptr) {
+    if (const YamlNode* rules = reader_.require(node, "rules", "a segment")) {
+      rule_names.reserve(rules->children.size());
       forEachItem(node, "rules", segment.rules, [&](const YamlNode& item) {
         if (auto rule = parseRule(item)) {
-          rule_names.add(rule->name, item.find("name")->position, suffix);
+          rule_names.add(*item.find("name"), suffix);
           segment.rules.push_back(std::move(*rule));
         }
       });
     }
 
     if (name) {
-      segment_names_.add(*name, node.find("name")->position);
+      segment_names_.add(*node.find("name"));
       segment.name = std::move(*name);
       segments.push_back(std::move(segment));
     }

@@ -4,6 +4,7 @@
 // database, so a workload whose users all are unknown here selects nothing here.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string_view>
 #include <vector>
@@ -21,9 +22,17 @@ namespace mseg::policy {
 // arguments; getpwnam_r is reentrant.
 Result<CompiledPolicy> compilePolicy(const Policy& policy, Diagnostics& out);
 
+// Where the time of loadPolicyFile went, for the agent's reload log and the benchmarks.
+struct LoadTimes {
+  std::chrono::nanoseconds read{};
+  std::chrono::nanoseconds parse{};    // YAML and validation
+  std::chrono::nanoseconds compile{};  // selectors to verdict entries
+};
+
 // Reads, parses, validates and compiles a policy file; `path` names it in diagnostics. Fails
 // with the errno of a failed read, or EINVAL with the error count.
-Result<CompiledPolicy> loadPolicyFile(std::string_view path, Diagnostics& out);
+Result<CompiledPolicy> loadPolicyFile(std::string_view path, Diagnostics& out,
+                                      LoadTimes* times = nullptr);
 
 // Same as loadPolicyFile for a text already in memory.
 Result<CompiledPolicy> loadPolicyText(std::string_view text, std::string_view source_name,
