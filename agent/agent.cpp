@@ -131,9 +131,9 @@ void Agent::updateRecorder(const std::vector<CgroupEntry>& cgroups) {
   recorder_->setCgroups(cgroups, cgroup_v2_prefix_);
 }
 
-Result<policy::CompiledPolicy> Agent::compilePolicyFile() const {
+Result<policy::CompiledPolicy> Agent::compilePolicyFile(policy::LoadTimes& times) const {
   policy::Diagnostics diagnostics;
-  auto compiled = policy::loadPolicyFile(config_.policy_path, diagnostics);
+  auto compiled = policy::loadPolicyFile(config_.policy_path, diagnostics, &times);
   logDiagnostics(diagnostics);
   if (!compiled) {
     return compiled.error().wrap("policy " + config_.policy_path);
@@ -157,7 +157,8 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentConfig& config) {
     }
   }
 
-  auto compiled = agent->compilePolicyFile();
+  policy::LoadTimes load_times;
+  auto compiled = agent->compilePolicyFile(load_times);
   if (!compiled) {
     return compiled.error();
   }
@@ -199,7 +200,7 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentConfig& config) {
               agent->metrics_->port());
     agent->publishMetrics();
   }
-  if (auto applied = agent->applyPolicy(*compiled); !applied) {
+  if (auto applied = agent->applyPolicy(std::move(*compiled), load_times); !applied) {
     return applied.error();
   }
   if (auto attached = agent->datapath_->attach(); !attached) {
@@ -376,6 +377,13 @@ void Agent::publishMetrics() {
               static_cast<double>(reloads_failed_));
   text.gauge("microseg_policy_apply_seconds", "Duration of the last policy or cgroup apply.");
   text.sample("microseg_policy_apply_seconds", {}, last_apply_seconds_);
+  text.gauge("microseg_policy_apply_stage_seconds",
+             "Duration of each stage of the last policy apply.");
+  const std::array<const char*, 5> stages = {"read", "parse", "compile", "prepare", "kernel"};
+  for (size_t i = 0; i < stages.size(); i++) {
+    text.sample("microseg_policy_apply_stage_seconds", {{"stage", stages[i]}},
+                last_apply_stages_[i]);
+  }
   text.gauge("microseg_workload_cgroups", "Cgroups bound to a workload.");
   text.sample("microseg_workload_cgroups", {}, static_cast<double>(bindings_.size()));
 
@@ -415,8 +423,17 @@ void Agent::publishMetrics() {
   metrics_->publish(text.text());
 }
 
-Status Agent::applyPolicy(const policy::CompiledPolicy& compiled) {
-  auto started = std::chrono::steady_clock::now();
+namespace {
+
+double millis(std::chrono::nanoseconds duration) {
+  return std::chrono::duration<double, std::milli>(duration).count();
+}
+
+}  // namespace
+
+Status Agent::applyPolicy(policy::CompiledPolicy compiled, const policy::LoadTimes& times) {
+  using Clock = std::chrono::steady_clock;
+  auto started = Clock::now();
   auto cgroups = listCgroups(attach_cgroup_);
   if (!cgroups) {
     return cgroups.error();
@@ -424,24 +441,48 @@ Status Agent::applyPolicy(const policy::CompiledPolicy& compiled) {
   auto bindings = bindWorkloads(compiled, *cgroups);
   auto kernel_ids = rule_ids_.assign(compiled);
   auto bank = buildBank(compiled, bindings, kernel_ids);
-  if (auto applied = datapath_->apply(bank, ruleNames(compiled, kernel_ids), policy_version_ + 1);
+  const size_t entries = bank.verdictEntries();
+  auto prepared = Clock::now();
+  if (auto applied = datapath_->apply(std::move(bank), ruleNames(compiled, kernel_ids),
+                                      policy_version_ + 1);
       !applied) {
     return applied.error().wrap("apply policy");
   }
+  auto enforcing = Clock::now();
   policy_version_ += 1;
-  policy_ = compiled;
+  policy_ = std::move(compiled);
   bindings_ = std::move(bindings);
   kernel_rule_ids_ = std::move(kernel_ids);
   updateRecorder(*cgroups);
 
-  auto took_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
-                                                           started).count();
-  last_apply_seconds_ = took_ms / 1000.0;
+  const std::array<double, 5> stages = {millis(times.read), millis(times.parse),
+                                        millis(times.compile), millis(prepared - started),
+                                        millis(enforcing - prepared)};
+  double total_ms = 0;
+  for (size_t i = 0; i < stages.size(); i++) {
+    last_apply_stages_[i] = stages[i] / 1000.0;
+    total_ms += stages[i];
+  }
+  last_apply_seconds_ = total_ms / 1000.0;
   logger("policy")->info(
-      "policy applied version={} hash={} rules={} entries={} workload_cgroups={} took_ms={:.1f}",
-      policy_version_, compiled.content_hash.substr(0, 12), compiled.rules.size(),
-      bank.verdicts.size(), bindings_.size(), took_ms);
+      "policy applied version={} hash={} rules={} entries={} workload_cgroups={} read_ms={:.1f} "
+      "parse_ms={:.1f} compile_ms={:.1f} prepare_ms={:.1f} kernel_ms={:.1f} took_ms={:.1f}",
+      policy_version_, policy_.content_hash.substr(0, 12), policy_.rules.size(), entries,
+      bindings_.size(), stages[0], stages[1], stages[2], stages[3], stages[4], total_ms);
+  catchUpInactiveBank();
   return {};
+}
+
+// Runs after the new policy enforces: the next change then writes only its difference.
+void Agent::catchUpInactiveBank() {
+  auto started = std::chrono::steady_clock::now();
+  if (auto caught_up = datapath_->catchUpInactiveBank(); !caught_up) {
+    logger("policy")->warn("the next policy change will rewrite a whole bank err={}",
+                           caught_up.error().message());
+    return;
+  }
+  logger("policy")->debug("inactive bank caught up took_ms={:.1f}",
+                          millis(std::chrono::steady_clock::now() - started));
 }
 
 Status Agent::rebindCgroups() {
@@ -459,7 +500,7 @@ Status Agent::rebindCgroups() {
     return {};
   }
   auto bank = buildBank(policy_, bindings, kernel_rule_ids_);
-  if (auto applied = datapath_->apply(bank, ruleNames(policy_, kernel_rule_ids_),
+  if (auto applied = datapath_->apply(std::move(bank), ruleNames(policy_, kernel_rule_ids_),
                                       policy_version_ + 1);
       !applied) {
     return applied.error().wrap("apply cgroup change");
@@ -469,6 +510,7 @@ Status Agent::rebindCgroups() {
   logger("agent")->info("workload cgroups changed workload_cgroups={} policy_version={}",
                         bindings.size(), policy_version_);
   bindings_ = std::move(bindings);
+  catchUpInactiveBank();
   return {};
 }
 
@@ -476,7 +518,8 @@ void Agent::reloadPolicy() {
   auto log = logger("policy");
   log->info("reloading policy file={}", config_.policy_path);
   notifier_.reloading("reloading policy " + config_.policy_path);
-  auto compiled = compilePolicyFile();
+  policy::LoadTimes load_times;
+  auto compiled = compilePolicyFile(load_times);
   if (!compiled) {
     last_error_ = compiled.error().message();
     reloads_failed_ += 1;
@@ -486,7 +529,7 @@ void Agent::reloadPolicy() {
     notifier_.ready(serviceStatus());
     return;
   }
-  if (auto applied = applyPolicy(*compiled); !applied) {
+  if (auto applied = applyPolicy(std::move(*compiled), load_times); !applied) {
     last_error_ = applied.error().message();
     reloads_failed_ += 1;
     log->error("policy not applied, the previous version keeps enforcing err={}", last_error_);

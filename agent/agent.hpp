@@ -2,6 +2,7 @@
 // exist, reacting to policy reloads (SIGHUP) and to cgroups appearing or going away.
 #pragma once
 
+#include <array>
 #include <map>
 #include <memory>
 #include <optional>
@@ -21,6 +22,7 @@
 #include "service_notify.hpp"
 #include "kernel_state.hpp"
 #include "mseg/policy/compiled.hpp"
+#include "mseg/policy/compiler.hpp"
 #include "mseg/result.hpp"
 
 struct ring_buffer;
@@ -47,8 +49,9 @@ private:
   void tick();
   void reportDenials();
   void publishMetrics();
-  Result<policy::CompiledPolicy> compilePolicyFile() const;
-  Status applyPolicy(const policy::CompiledPolicy& compiled);
+  Result<policy::CompiledPolicy> compilePolicyFile(policy::LoadTimes& times) const;
+  Status applyPolicy(policy::CompiledPolicy compiled, const policy::LoadTimes& times);
+  void catchUpInactiveBank();
   Status rebindCgroups();
   void updateRecorder(const std::vector<CgroupEntry>& cgroups);
   void reloadPolicy();
@@ -81,6 +84,8 @@ private:
   uint64_t reloads_applied_ = 0;
   uint64_t reloads_failed_ = 0;
   double last_apply_seconds_ = 0;
+  // Seconds per stage of the last policy apply: read, parse, compile, prepare, kernel.
+  std::array<double, 5> last_apply_stages_{};
   ::ring_buffer* events_ = nullptr;
   // Denied attempts already reported, per aggregation key (bytes of mseg_denial_key).
   std::unordered_map<std::string, uint64_t> denials_reported_;

@@ -56,15 +56,22 @@ public:
   // unpins maps of an older (or newer) layout that no attached program uses any more.
   Status attach();
 
-  // Writes `desired` into the inactive bank, makes it active in one map write, then waits
-  // until no program can still be reading the old bank. Names are for counter readers.
-  Status apply(const BankContent& desired, const std::map<uint32_t, RuleName>& rule_names,
+  // Writes `desired` into the inactive bank and makes it active in one map write: when this
+  // returns, every new verdict uses `desired`. Only entries that differ from what the
+  // inactive bank holds are written, after waiting out programs still reading it since the
+  // previous switch. Names are for counter readers.
+  Status apply(BankContent desired, const std::map<uint32_t, RuleName>& rule_names,
                uint64_t policy_version);
 
   // Turns flow reporting in the programs on or off at once (datapath_options.cpp); verdicts
   // and per-rule counters are unaffected. Returns whether it was on, as a previous agent may
   // have left it.
   Result<bool> setFlowTelemetry(bool enabled);
+
+  // Brings the inactive bank to the active bank's content, so that the next apply writes only
+  // what changes (a one-rule change, not a whole policy). Not needed for correctness: call it
+  // after apply, off the path that makes a policy enforce.
+  Status catchUpInactiveBank();
 
   // The policy version a previous agent left enforcing, 0 if none.
   uint64_t adoptedPolicyVersion() const { return adopted_version_; }
@@ -90,12 +97,16 @@ public:
 
 private:
   Datapath() = default;
-  // Each bank has three maps: workloads, inventory prefixes, verdicts, in that order.
-  static constexpr size_t kBankMaps = 3;
+  // Each bank has four maps: workloads, inventory prefixes, verdict trie and port verdicts,
+  // in that order.
+  static constexpr size_t kBankMaps = 4;
 
   ::bpf_map* outerMap(size_t kind) const;
   Status checkCapacity(const BankContent& desired) const;
-  Status syncBank(uint32_t bank, const BankContent& desired);
+  Status syncBank(uint32_t bank, const std::shared_ptr<const BankContent>& desired);
+  Status writeRuleNames(const std::map<uint32_t, RuleName>& rule_names);
+  void removeStaleRuleNames();
+  Status waitForReadersOfInactiveBank();
   Status rereadBank(uint32_t bank);
   Status lockPinDir();
   Status verifyPinnedLinks() const;
@@ -110,8 +121,12 @@ private:
   std::vector<struct bpf_link*> links_;
   std::array<std::array<int, kBankMaps>, MSEG_BANKS> bank_fds_{};
   std::array<BankMapSpec, kBankMaps> bank_specs_{};
-  std::array<BankContent, MSEG_BANKS> bank_content_;
+  // What each bank holds. Both point to one object when the banks are alike.
+  std::array<std::shared_ptr<const BankContent>, MSEG_BANKS> bank_content_;
   uint32_t active_bank_ = 0;
+  // Set by a switch: programs may still read the now inactive bank until a grace period ends.
+  bool inactive_bank_may_be_read_ = false;
+  std::vector<uint32_t> stale_rule_ids_;  // named in the counters map until readers are gone
   uint64_t adopted_version_ = 0;
   std::map<uint32_t, RuleName> rule_names_;
   int pin_lock_fd_ = -1;

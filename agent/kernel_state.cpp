@@ -73,6 +73,20 @@ mseg_verdict_key verdictKey(const policy::VerdictEntry& entry) {
   return key;
 }
 
+bool isPortEntry(const policy::VerdictEntry& entry) {
+  return entry.protocol != policy::Protocol::Any && entry.port_prefix_len == 16;
+}
+
+mseg_port_verdict_key portVerdictKey(const policy::VerdictEntry& entry) {
+  mseg_port_verdict_key key{};
+  key.workload_id = entry.workload_id;
+  key.peer_id = entry.peer_id;
+  key.direction = static_cast<uint8_t>(entry.direction);
+  key.protocol = static_cast<uint8_t>(entry.protocol);
+  key.port = htons(entry.port);
+  return key;
+}
+
 }  // namespace
 
 void RuleIds::adopt(const std::map<uint32_t, std::string>& existing) {
@@ -154,7 +168,11 @@ BankContent buildBank(const policy::CompiledPolicy& policy,
     value.verdict = static_cast<uint8_t>(entry.verdict);
     value.rule_id = entry.rule_index < rule_ids.size() ? rule_ids[entry.rule_index]
                                                        : MSEG_RULE_NONE;
-    bank.verdicts[verdictKey(entry)] = value;
+    if (isPortEntry(entry)) {
+      bank.port_verdicts[portVerdictKey(entry)] = value;
+    } else {
+      bank.verdicts[verdictKey(entry)] = value;
+    }
   }
   return bank;
 }

@@ -36,7 +36,10 @@ using MapContent = std::unordered_map<K, V, BytesHash<K>, BytesEqual<K>>;
 struct BankContent {
   MapContent<mseg_workload_key, mseg_workload> workloads;
   MapContent<mseg_peer_key, mseg_peer> peers;
-  MapContent<mseg_verdict_key, mseg_verdict_value> verdicts;
+  MapContent<mseg_verdict_key, mseg_verdict_value> verdicts;  // any protocol/port, ranges
+  MapContent<mseg_port_verdict_key, mseg_verdict_value> port_verdicts;  // one port each
+
+  size_t verdictEntries() const { return verdicts.size() + port_verdicts.size(); }
 };
 
 // Stable kernel rule ids. Counters are indexed by id, so a rule keeps its id (and its counts)

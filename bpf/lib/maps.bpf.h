@@ -77,6 +77,23 @@ struct {
 	__array(values, struct mseg_verdict_bank);
 } mseg_vrd_v1 SEC(".maps");
 
+/* Not preallocated: kernel memory follows the policy's size rather than the maximum. */
+struct mseg_port_verdict_bank {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MSEG_MAX_PORT_VERDICTS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(key_size, sizeof(struct mseg_port_verdict_key));
+	__uint(value_size, sizeof(struct mseg_verdict_value));
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, MSEG_BANKS);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct mseg_port_verdict_bank);
+} mseg_pvrd_v1 SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, MSEG_MAX_RULES);

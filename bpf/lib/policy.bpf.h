@@ -9,12 +9,13 @@
 #include "maps.bpf.h"
 #include "stats.bpf.h"
 
-/* The three inner maps of the active bank, read once per verdict so that a verdict never
- * mixes two policy versions while the agent flips banks. */
+/* The inner maps of the active bank, read once per verdict so that a verdict never mixes two
+ * policy versions while the agent flips banks. */
 struct mseg_bank {
 	void *workloads;
 	void *peers;
-	void *verdicts;
+	void *verdicts;      /* trie: any protocol, any port, port ranges */
+	void *port_verdicts; /* hash: one protocol and one port */
 };
 
 struct mseg_judgement {
@@ -38,7 +39,8 @@ static __always_inline int active_bank(struct mseg_bank *bank)
 	bank->workloads = bpf_map_lookup_elem(&mseg_wl_v1, &index);
 	bank->peers = bpf_map_lookup_elem(&mseg_peer_v1, &index);
 	bank->verdicts = bpf_map_lookup_elem(&mseg_vrd_v1, &index);
-	if (!bank->workloads || !bank->peers || !bank->verdicts)
+	bank->port_verdicts = bpf_map_lookup_elem(&mseg_pvrd_v1, &index);
+	if (!bank->workloads || !bank->peers || !bank->verdicts || !bank->port_verdicts)
 		return -1;
 	return 0;
 }
@@ -118,10 +120,25 @@ static __always_inline __u32 peer_identity(void *peers, const __u8 addr[16])
 	return peer ? peer->id : MSEG_PEER_WORLD;
 }
 
-static __always_inline void raise_verdict(void *verdicts, struct mseg_verdict_key *key,
+/*
+ * The longest match for one peer identity: the port map holds the full-length matches, so the
+ * trie is asked only when it has none.
+ */
+static __always_inline void raise_verdict(const struct mseg_bank *bank,
+					  struct mseg_verdict_key *key,
 					  struct mseg_judgement *best)
 {
-	struct mseg_verdict_value *value = bpf_map_lookup_elem(verdicts, key);
+	struct mseg_port_verdict_key port_key = {
+		.workload_id = key->workload_id,
+		.peer_id = key->peer_id,
+		.direction = key->direction,
+		.protocol = key->protocol,
+		.port = key->port,
+	};
+	struct mseg_verdict_value *value = bpf_map_lookup_elem(bank->port_verdicts, &port_key);
+
+	if (!value)
+		value = bpf_map_lookup_elem(bank->verdicts, key);
 
 	if (value && value->verdict > best->verdict) {
 		best->verdict = value->verdict;
@@ -154,9 +171,9 @@ static __always_inline void judge(const struct mseg_bank *bank,
 	out->rule_id = MSEG_RULE_NONE;
 
 	key.peer_id = out->peer_id;
-	raise_verdict(bank->verdicts, &key, out);
+	raise_verdict(bank, &key, out);
 	key.peer_id = MSEG_PEER_ANY;
-	raise_verdict(bank->verdicts, &key, out);
+	raise_verdict(bank, &key, out);
 
 	if (out->verdict != MSEG_VERDICT_NONE)
 		return;

@@ -11,6 +11,7 @@
 #include <array>
 #include <cstring>
 #include <filesystem>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -340,6 +341,63 @@ segments:
 )");
 
   EXPECT_EQ(run(kEgress, Frame::udp4(kSelf, "198.18.9.9", 40000, 9)), 1);
+}
+
+// Every key of a pinned bank map, as raw bytes, for comparing the two banks.
+std::set<std::vector<uint8_t>> pinnedBankKeys(const std::string& path) {
+  std::set<std::vector<uint8_t>> keys;
+  int fd = bpf_obj_get(path.c_str());
+  EXPECT_GE(fd, 0) << "open " << path;
+  if (fd < 0) {
+    return keys;
+  }
+  bpf_map_info info{};
+  uint32_t length = sizeof(info);
+  EXPECT_EQ(bpf_obj_get_info_by_fd(fd, &info, &length), 0);
+  std::vector<uint8_t> key(info.key_size), next(info.key_size);
+  const void* previous = nullptr;
+  while (bpf_map_get_next_key(fd, previous, next.data()) == 0) {
+    keys.insert(next);
+    key = next;
+    previous = key.data();
+  }
+  close(fd);
+  return keys;
+}
+
+TEST_F(DatapathPrivilegedTest, ARemovedPortStopsPassingAndReturnsWithThePolicy) {
+  const auto to_db = [this](uint16_t port) {
+    return run(kEgress, Frame::udp4(kSelf, "198.18.5.10", 40000, port));
+  };
+  std::string narrower = kPolicy;
+  narrower.replace(narrower.find("[5432, 6000-6099]"), 17, "[6000-6099]");
+
+  applyPolicy(narrower.c_str());
+  EXPECT_EQ(to_db(5432), 0) << "the removed port still passes";
+  EXPECT_EQ(to_db(6001), 1);
+  ASSERT_TRUE(datapath_->catchUpInactiveBank());
+
+  applyPolicy(kPolicy);
+  EXPECT_EQ(to_db(5432), 1) << "the port is back in the policy but not in the kernel";
+  EXPECT_EQ(to_db(6001), 1);
+}
+
+TEST_F(DatapathPrivilegedTest, BothBanksHoldTheSamePolicyOnceCaughtUp) {
+  std::string narrower = kPolicy;
+  narrower.replace(narrower.find("[5432, 6000-6099]"), 17, "[6000-6099]");
+  applyPolicy(narrower.c_str());
+  ASSERT_TRUE(datapath_->catchUpInactiveBank());
+
+  for (const char* map : {"mseg_wl_v1", "mseg_peer_v1", "mseg_vrd_v1", "mseg_pvrd_v1"}) {
+    const std::string bank = pin_dir_ + "/" + map + "_b";
+    auto first = pinnedBankKeys(bank + "0");
+    EXPECT_FALSE(first.empty()) << map;
+    EXPECT_EQ(first, pinnedBankKeys(bank + "1")) << map << " differs between the banks";
+  }
+  auto expected = buildBank(compiled_, bindWorkloads(compiled_, {{"test.service", kRootCgroupId}}),
+                            rule_ids_);
+  EXPECT_EQ(pinnedBankKeys(pin_dir_ + "/mseg_pvrd_v1_b0").size(), expected.port_verdicts.size());
+  EXPECT_EQ(pinnedBankKeys(pin_dir_ + "/mseg_vrd_v1_b0").size(), expected.verdicts.size());
 }
 
 }  // namespace

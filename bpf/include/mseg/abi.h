@@ -36,6 +36,7 @@
 #define MSEG_MAX_WORKLOAD_KEYS 65536
 #define MSEG_MAX_PEER_PREFIXES 262144
 #define MSEG_MAX_VERDICT_ENTRIES 1048576
+#define MSEG_MAX_PORT_VERDICTS 1048576
 #define MSEG_MAX_FLOWS 65536
 #define MSEG_MAX_DENIALS 65536
 #define MSEG_MAX_PENDING_ACCEPTS 16384
@@ -115,6 +116,21 @@ struct mseg_peer {
  */
 struct mseg_verdict_key {
 	__u32 prefixlen;
+	__u32 workload_id;
+	__u32 peer_id;
+	__u8 direction;
+	__u8 protocol;
+	__be16 port;
+};
+
+/*
+ * Port verdict key: a verdict entry for one protocol and one port (or ICMP type), which is what
+ * most rules compile to. These live in a hash map rather than the trie: a hash lookup and a
+ * batched hash insert cost a fraction of their trie equivalents at 100,000 entries. Such an
+ * entry is the longest possible match, so when it exists the trie need not be asked. The
+ * fields are those of mseg_verdict_key after prefixlen, in the same order.
+ */
+struct mseg_port_verdict_key {
 	__u32 workload_id;
 	__u32 peer_id;
 	__u8 direction;

@@ -78,24 +78,33 @@ TEST_F(KernelStateTest, WorkloadWithoutUsersMatchesAnyUid) {
   EXPECT_EQ(bank.workloads.at(key).flags & MSEG_WL_EGRESS_MANAGED, 0u);
 }
 
-TEST_F(KernelStateTest, PortRangeBecomesAlignedPrefixesAndExactPortAFullPrefix) {
+TEST_F(KernelStateTest, SinglePortGoesToThePortMapAndARangeToAlignedTriePrefixes) {
   auto ids = RuleIds().assign(policy_);
   auto bank = buildBank(policy_, {}, ids);
 
-  mseg_verdict_key exact{};
-  exact.prefixlen = MSEG_VERDICT_PREFIX_FULL;
-  exact.workload_id = policy_.workloads[0].id;
-  exact.peer_id = policy_.peers[0].id;
-  exact.direction = MSEG_DIR_INGRESS;
-  exact.protocol = IPPROTO_TCP;
-  exact.port = htons(5432);
-  ASSERT_EQ(bank.verdicts.count(exact), 1u);
-  EXPECT_EQ(bank.verdicts.at(exact).verdict, MSEG_VERDICT_ALLOW);
+  mseg_port_verdict_key port{};
+  port.workload_id = policy_.workloads[0].id;
+  port.peer_id = policy_.peers[0].id;
+  port.direction = MSEG_DIR_INGRESS;
+  port.protocol = IPPROTO_TCP;
+  port.port = htons(5432);
+  ASSERT_EQ(bank.port_verdicts.count(port), 1u);
+  EXPECT_EQ(bank.port_verdicts.at(port).verdict, MSEG_VERDICT_ALLOW);
 
-  mseg_verdict_key block = exact;
+  mseg_verdict_key block{};
   block.prefixlen = MSEG_VERDICT_PREFIX_ANY_PORT + 14;  // 9100-9103: one block of four
+  block.workload_id = port.workload_id;
+  block.peer_id = port.peer_id;
+  block.direction = port.direction;
+  block.protocol = port.protocol;
   block.port = htons(9100);
   EXPECT_EQ(bank.verdicts.count(block), 1u);
+
+  // A single port is never also written to the trie: one home per entry.
+  mseg_verdict_key full = block;
+  full.prefixlen = MSEG_VERDICT_PREFIX_FULL;
+  full.port = htons(5432);
+  EXPECT_EQ(bank.verdicts.count(full), 0u);
 }
 
 TEST_F(KernelStateTest, AnyProtocolRuleStopsAfterTheDirection) {
