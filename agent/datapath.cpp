@@ -298,8 +298,8 @@ Datapath::~Datapath() {
 
 bpf_map* Datapath::outerMap(size_t kind) const {
   const std::array<bpf_map*, kBankMaps> outers = {
-      skeleton_->maps.mseg_wl_v1, skeleton_->maps.mseg_peer_v1, skeleton_->maps.mseg_vrd_v1,
-      skeleton_->maps.mseg_pvrd_v1};
+      skeleton_->maps.mseg_wl_v2, skeleton_->maps.mseg_peer_v2, skeleton_->maps.mseg_vrd_v2,
+      skeleton_->maps.mseg_pvrd_v2};
   return outers[kind];
 }
 
@@ -325,7 +325,7 @@ Status Datapath::prepareBanks() {
 }
 
 Status Datapath::readAdoptedState() {
-  auto config = readConfig(bpf_map__fd(skeleton_->maps.mseg_cfg_v1));
+  auto config = readConfig(bpf_map__fd(skeleton_->maps.mseg_cfg_v2));
   if (!config) {
     return config.error();
   }
@@ -452,14 +452,14 @@ Status Datapath::verifyPinnedLinks() const {
   return verdict;
 }
 
-// A program reads the active bank from the config map and then the three bank maps, so the
-// four are one versioned set: after a layout change (a new _v<N> name), the new agent fills a
+// A program reads the active bank from the config map and then the bank maps, so they are
+// one versioned set: after a layout change (a new _v<N> name), the new agent fills a
 // complete new set while the old programs keep reading the old one, and the links switch from
 // one consistent set to the other. A set that is half new would let one program mix two
 // policies, so such an object is refused before anything is written.
 Status Datapath::checkPolicyMapVersions() const {
   const std::array<bpf_map*, kBankMaps + 1> policy_maps = {
-      skeleton_->maps.mseg_cfg_v1, outerMap(0), outerMap(1), outerMap(2)};
+      skeleton_->maps.mseg_cfg_v2, outerMap(0), outerMap(1), outerMap(2), outerMap(3)};
   std::string pinned;
   std::string fresh;
   for (bpf_map* map : policy_maps) {
@@ -606,7 +606,7 @@ Status Datapath::apply(BankContent desired, const std::map<uint32_t, RuleName>& 
   mseg_config config{};
   config.active_bank = target;
   config.policy_version = policy_version;
-  if (bpf_map_update_elem(bpf_map__fd(skeleton_->maps.mseg_cfg_v1), &zero, &config, BPF_ANY)) {
+  if (bpf_map_update_elem(bpf_map__fd(skeleton_->maps.mseg_cfg_v2), &zero, &config, BPF_ANY)) {
     return Error::fromErrno(errno, "switch active policy bank");
   }
   active_bank_ = target;
@@ -789,7 +789,7 @@ Status uninstallDatapath(const std::string& pin_dir) {
 
 Result<PinnedCounters> readPinnedCounters(const std::string& pin_dir) {
   auto openPinned = [&](const char* name) { return bpf_obj_get((pin_dir + "/" + name).c_str()); };
-  OwnedFd config_fd(openPinned("mseg_cfg_v1"));
+  OwnedFd config_fd(openPinned("mseg_cfg_v2"));
   OwnedFd names_fd(openPinned("mseg_rname_v1"));
   OwnedFd stats_fd(openPinned("mseg_rstat_v1"));
   OwnedFd reasons_fd(openPinned("mseg_reason_v1"));

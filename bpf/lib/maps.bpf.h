@@ -2,7 +2,7 @@
 /*
  * Every map of the datapath. Maps are pinned by name so enforcement survives the agent and a
  * restarted agent adopts them. Policy maps are double-buffered: each outer array holds one
- * inner map per bank, and mseg_cfg_v1 names the active bank, so a verdict reads one consistent
+ * inner map per bank, and mseg_cfg_v2 names the active bank, so a verdict reads one consistent
  * policy version while the agent fills the other bank.
  *
  * Inner maps give key and value sizes rather than BTF types: clang 14 emits their structs only
@@ -20,7 +20,7 @@ struct {
 	__type(key, __u32);
 	__type(value, struct mseg_config);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} mseg_cfg_v1 SEC(".maps");
+} mseg_cfg_v2 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -43,7 +43,7 @@ struct {
 	__type(key, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__array(values, struct mseg_workload_bank);
-} mseg_wl_v1 SEC(".maps");
+} mseg_wl_v2 SEC(".maps");
 
 struct mseg_peer_bank {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -59,7 +59,7 @@ struct {
 	__type(key, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__array(values, struct mseg_peer_bank);
-} mseg_peer_v1 SEC(".maps");
+} mseg_peer_v2 SEC(".maps");
 
 struct mseg_verdict_bank {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -75,7 +75,7 @@ struct {
 	__type(key, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__array(values, struct mseg_verdict_bank);
-} mseg_vrd_v1 SEC(".maps");
+} mseg_vrd_v2 SEC(".maps");
 
 /* Not preallocated: kernel memory follows the policy's size rather than the maximum. */
 struct mseg_port_verdict_bank {
@@ -92,7 +92,7 @@ struct {
 	__type(key, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__array(values, struct mseg_port_verdict_bank);
-} mseg_pvrd_v1 SEC(".maps");
+} mseg_pvrd_v2 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

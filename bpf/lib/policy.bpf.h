@@ -28,7 +28,7 @@ struct mseg_judgement {
 static __always_inline int active_bank(struct mseg_bank *bank)
 {
 	__u32 zero = 0;
-	struct mseg_config *cfg = bpf_map_lookup_elem(&mseg_cfg_v1, &zero);
+	struct mseg_config *cfg = bpf_map_lookup_elem(&mseg_cfg_v2, &zero);
 	__u32 index;
 
 	if (!cfg)
@@ -36,10 +36,10 @@ static __always_inline int active_bank(struct mseg_bank *bank)
 	index = *(volatile __u32 *)&cfg->active_bank;
 	if (index >= MSEG_BANKS)
 		return -1;
-	bank->workloads = bpf_map_lookup_elem(&mseg_wl_v1, &index);
-	bank->peers = bpf_map_lookup_elem(&mseg_peer_v1, &index);
-	bank->verdicts = bpf_map_lookup_elem(&mseg_vrd_v1, &index);
-	bank->port_verdicts = bpf_map_lookup_elem(&mseg_pvrd_v1, &index);
+	bank->workloads = bpf_map_lookup_elem(&mseg_wl_v2, &index);
+	bank->peers = bpf_map_lookup_elem(&mseg_peer_v2, &index);
+	bank->verdicts = bpf_map_lookup_elem(&mseg_vrd_v2, &index);
+	bank->port_verdicts = bpf_map_lookup_elem(&mseg_pvrd_v2, &index);
 	if (!bank->workloads || !bank->peers || !bank->verdicts || !bank->port_verdicts)
 		return -1;
 	return 0;

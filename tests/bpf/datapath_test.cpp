@@ -388,7 +388,7 @@ TEST_F(DatapathPrivilegedTest, BothBanksHoldTheSamePolicyOnceCaughtUp) {
   applyPolicy(narrower.c_str());
   ASSERT_TRUE(datapath_->catchUpInactiveBank());
 
-  for (const char* map : {"mseg_wl_v1", "mseg_peer_v1", "mseg_vrd_v1", "mseg_pvrd_v1"}) {
+  for (const char* map : {"mseg_wl_v2", "mseg_peer_v2", "mseg_vrd_v2", "mseg_pvrd_v2"}) {
     const std::string bank = pin_dir_ + "/" + map + "_b";
     auto first = pinnedBankKeys(bank + "0");
     EXPECT_FALSE(first.empty()) << map;
@@ -396,8 +396,8 @@ TEST_F(DatapathPrivilegedTest, BothBanksHoldTheSamePolicyOnceCaughtUp) {
   }
   auto expected = buildBank(compiled_, bindWorkloads(compiled_, {{"test.service", kRootCgroupId}}),
                             rule_ids_);
-  EXPECT_EQ(pinnedBankKeys(pin_dir_ + "/mseg_pvrd_v1_b0").size(), expected.port_verdicts.size());
-  EXPECT_EQ(pinnedBankKeys(pin_dir_ + "/mseg_vrd_v1_b0").size(), expected.verdicts.size());
+  EXPECT_EQ(pinnedBankKeys(pin_dir_ + "/mseg_pvrd_v2_b0").size(), expected.port_verdicts.size());
+  EXPECT_EQ(pinnedBankKeys(pin_dir_ + "/mseg_vrd_v2_b0").size(), expected.verdicts.size());
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 // Upgrading microsegd over a running one whose maps have another layout. The next release's
-// agent (built for this test: the same sources with the policy maps at layout version 2) must
+// agent (built for this test: the same sources with the policy maps at layout version 3) must
 // fill a new set of maps, switch the pinned links to its programs with BPF_LINK_UPDATE and only
 // then unpin the old maps, while a prober connecting all along sees every verdict unchanged.
 // A package upgrade does the same: postinst restarts the service, stop then start.
@@ -73,18 +73,18 @@ TEST_F(UpgradePrivilegedTest, NewLayoutTakesOverWithoutGapAndUnpinsTheOldMaps) {
   serveTcp(7001);
   serveTcp(7002);
   startAgent();
-  ASSERT_TRUE(pinned("mseg_cfg_v1"));
+  ASSERT_TRUE(pinned("mseg_cfg_v2"));
   startProber();
 
   restartAs(MSEG_MICROSEGD_NEXT_LAYOUT);
 
   EXPECT_EQ(stopProber(), 0) << "20: an allowed connection failed, 21: a denied one passed";
-  for (const char* name : {"mseg_cfg_v2", "mseg_wl_v2", "mseg_wl_v2_b0", "mseg_peer_v2_b1",
-                           "mseg_vrd_v2_b1", "mseg_flow_v1", "link_mseg_connect4"}) {
+  for (const char* name : {"mseg_cfg_v3", "mseg_wl_v3", "mseg_wl_v3_b0", "mseg_peer_v3_b1",
+                           "mseg_vrd_v3_b1", "mseg_flow_v1", "link_mseg_connect4"}) {
     EXPECT_TRUE(pinned(name)) << name;
   }
-  for (const char* name : {"mseg_cfg_v1", "mseg_wl_v1", "mseg_wl_v1_b0", "mseg_peer_v1_b1",
-                           "mseg_vrd_v1", "mseg_vrd_v1_b0"}) {
+  for (const char* name : {"mseg_cfg_v2", "mseg_wl_v2", "mseg_wl_v2_b0", "mseg_peer_v2_b1",
+                           "mseg_vrd_v2", "mseg_vrd_v2_b0"}) {
     EXPECT_FALSE(pinned(name)) << name;
   }
 }
@@ -115,10 +115,10 @@ TEST_F(UpgradePrivilegedTest, OlderLayoutTakesBackOverWithoutGap) {
   restartAs(MSEG_MICROSEGD);
 
   EXPECT_EQ(stopProber(), 0) << "20: an allowed connection failed, 21: a denied one passed";
-  EXPECT_TRUE(pinned("mseg_cfg_v1"));
-  EXPECT_TRUE(pinned("mseg_vrd_v1_b0"));
-  EXPECT_FALSE(pinned("mseg_cfg_v2"));
-  EXPECT_FALSE(pinned("mseg_vrd_v2_b0"));
+  EXPECT_TRUE(pinned("mseg_cfg_v2"));
+  EXPECT_TRUE(pinned("mseg_vrd_v2_b0"));
+  EXPECT_FALSE(pinned("mseg_cfg_v3"));
+  EXPECT_FALSE(pinned("mseg_vrd_v3_b0"));
 }
 
 // A build whose policy maps changed version apart would let one program read two policies.
@@ -128,9 +128,9 @@ TEST_F(UpgradePrivilegedTest, HalfVersionedPolicyMapsAreRefusedAndChangeNothing)
   startAgent();
   ASSERT_TRUE(agent_->stop());
   // A workload map of the next layout, pinned as if half of a new set already existed.
-  const int stray = bpf_map_create(BPF_MAP_TYPE_ARRAY, "mseg_wl_v2", 4, 4, 1, nullptr);
+  const int stray = bpf_map_create(BPF_MAP_TYPE_ARRAY, "mseg_wl_v3", 4, 4, 1, nullptr);
   ASSERT_GE(stray, 0);
-  ASSERT_EQ(bpf_obj_pin(stray, (agent_->pinDir() + "/mseg_wl_v2").c_str()), 0);
+  ASSERT_EQ(bpf_obj_pin(stray, (agent_->pinDir() + "/mseg_wl_v3").c_str()), 0);
   close(stray);
   agent_->useBinary(MSEG_MICROSEGD_NEXT_LAYOUT);
 
@@ -142,7 +142,7 @@ TEST_F(UpgradePrivilegedTest, HalfVersionedPolicyMapsAreRefusedAndChangeNothing)
   EXPECT_EQ(*status, 1);
   EXPECT_NE(started->err().find("policy maps change version apart"), std::string::npos)
       << started->err();
-  EXPECT_FALSE(pinned("mseg_cfg_v2"));
+  EXPECT_FALSE(pinned("mseg_cfg_v3"));
   EXPECT_EQ(connectFrom(client(), kServer4, 7001), 0);
   EXPECT_EQ(connectFrom(client(), kServer4, 7002), EPERM);
 }
