@@ -206,6 +206,11 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentConfig& config) {
   if (auto attached = agent->datapath_->attach(); !attached) {
     return attached.error();
   }
+  if (!config.telemetry) {
+    if (auto detached = agent->datapath_->detachSockOps(); !detached) {
+      return detached.error();
+    }
+  }
   if (auto hits = agent->datapath_->ruleHits()) {
     agent->last_hits_ = std::move(*hits);
   }

@@ -67,6 +67,10 @@ public:
   // and per-rule counters are unaffected. Returns whether it was on, as a previous agent may
   // have left it.
   Result<bool> setFlowTelemetry(bool enabled);
+  // With telemetry off the sock_ops program has nothing to do: detaching it spares every TCP
+  // socket in the cgroup its calls. attach() attaches it again (telemetry on). Call after
+  // attach(); nothing to do when it is not attached.
+  Status detachSockOps();
 
   // Brings the inactive bank to the active bank's content, so that the next apply writes only
   // what changes (a one-rule change, not a whole policy). Not needed for correctness: call it

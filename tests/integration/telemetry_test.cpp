@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -220,10 +221,13 @@ TEST_F(TelemetryPrivilegedTest, TelemetryOffEnforcesWithoutRecordsUntilTurnedBac
       << "judged at the client's egress and at the server's ingress";
   EXPECT_EQ(agent_->ruleHits("(default deny)"), 1u);
   EXPECT_TRUE(agent_->flowLogLines().empty());
+  const std::string sockops_link = agent_->pinDir() + "/link_mseg_sockops";
+  EXPECT_FALSE(std::filesystem::exists(sockops_link)) << "sock_ops has nothing to do: detached";
 
   agent_->crash();
   std::ofstream(config, std::ios::trunc) << "telemetry: on\n";
   startAgent();
+  EXPECT_TRUE(std::filesystem::exists(sockops_link));
   ASSERT_EQ(connectFrom(client(), kServer4, 7101), 0);
 
   EXPECT_EQ(awaitMatching(kActivityClose, 7101, "Outbound").size(), 1u);
