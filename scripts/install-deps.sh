@@ -13,6 +13,8 @@ packages=(
   # lab and integration tests: real servers and clients in network namespaces
   iproute2 iputils-ping procps postgresql postgresql-client nginx-light curl python3
   socat iperf3 nmap openssl rsyslog rsyslog-gnutls util-linux prometheus
+  # bench/compare.py: the firewalls microseg is compared with, and its plot
+  iptables ipset nftables gnuplot-nox
 )
 
 missing=()
