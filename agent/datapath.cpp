@@ -575,7 +575,7 @@ Status Datapath::attachProgram(bpf_program* program, uint64_t cgroup_id, int cgr
   return {};
 }
 
-Status Datapath::apply(BankContent desired, const std::map<uint32_t, RuleName>& rule_names,
+Status Datapath::apply(BankContent desired, std::map<uint32_t, RuleName> rule_names,
                        uint64_t policy_version) {
   if (auto fits = checkCapacity(desired); !fits) {
     return fits;
@@ -599,7 +599,7 @@ Status Datapath::apply(BankContent desired, const std::map<uint32_t, RuleName>& 
       stale_rule_ids_.push_back(id);
     }
   }
-  rule_names_ = rule_names;
+  rule_names_ = std::move(rule_names);
 
   // The switch: one write of the config entry. Programs read the bank index once per verdict.
   uint32_t zero = 0;

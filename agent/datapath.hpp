@@ -60,7 +60,7 @@ public:
   // returns, every new verdict uses `desired`. Only entries that differ from what the
   // inactive bank holds are written, after waiting out programs still reading it since the
   // previous switch. Names are for counter readers.
-  Status apply(BankContent desired, const std::map<uint32_t, RuleName>& rule_names,
+  Status apply(BankContent desired, std::map<uint32_t, RuleName> rule_names,
                uint64_t policy_version);
 
   // Turns flow reporting in the programs on or off at once (datapath_options.cpp); verdicts

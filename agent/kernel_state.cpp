@@ -90,33 +90,31 @@ mseg_port_verdict_key portVerdictKey(const policy::VerdictEntry& entry) {
 }  // namespace
 
 void RuleIds::adopt(const std::map<uint32_t, std::string>& existing) {
-  name_of_id_ = existing;
+  id_of_name_.clear();
+  for (const auto& [id, name] : existing) {
+    id_of_name_.emplace(name, id);
+  }
   const uint32_t after_last = existing.empty() ? 0 : existing.rbegin()->first + 1;
   next_id_ = std::max<uint32_t>(MSEG_FIRST_RULE_ID, after_last);
 }
 
+// Runs on every reload of policies with 100,000 rules: one lookup per rule, no name copied
+// unless it is new.
 std::vector<uint32_t> RuleIds::assign(const policy::CompiledPolicy& policy) {
-  std::unordered_map<std::string, uint32_t> id_of_name;
-  for (const auto& [id, name] : name_of_id_) {
-    id_of_name.emplace(name, id);
-  }
-
-  std::map<uint32_t, std::string> assigned;
   std::vector<uint32_t> ids(policy::kFirstRuleIndex + policy.rules.size(), MSEG_RULE_NONE);
   ids[policy::kRuleDefaultDeny] = MSEG_RULE_DEFAULT_DENY;
+  std::vector<bool> in_use(next_id_ + policy.rules.size(), false);
   for (const auto& rule : policy.rules) {
-    auto known = id_of_name.find(rule.name);
-    uint32_t id = known != id_of_name.end() ? known->second : next_id_++;
+    auto known = id_of_name_.find(std::string_view(rule.name));
+    if (known == id_of_name_.end()) {
+      known = id_of_name_.emplace(rule.name, next_id_++).first;
+    }
+    in_use[known->second] = true;
     // LIMITATION: ids are not reused within one pin directory's life; after MSEG_MAX_RULES
     // distinct rule names the counters of new rules are not kept (the verdicts still are).
-    if (id >= MSEG_MAX_RULES) {
-      id = MSEG_RULE_NONE;
-    }
-    ids[rule.index] = id;
-    assigned[id] = rule.name;
+    ids[rule.index] = known->second < MSEG_MAX_RULES ? known->second : MSEG_RULE_NONE;
   }
-  assigned.erase(MSEG_RULE_NONE);
-  name_of_id_ = std::move(assigned);
+  std::erase_if(id_of_name_, [&](const auto& entry) { return !in_use[entry.second]; });
   return ids;
 }
 

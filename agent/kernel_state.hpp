@@ -53,10 +53,13 @@ public:
   // index (reserved indices map to the reserved ids). Names gone from the policy are released.
   std::vector<uint32_t> assign(const policy::CompiledPolicy& policy);
 
-  const std::map<uint32_t, std::string>& names() const { return name_of_id_; }
-
 private:
-  std::map<uint32_t, std::string> name_of_id_;
+  // Looked up by the compiled rules' names without copying them (heterogeneous lookup).
+  struct NameHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view name) const { return std::hash<std::string_view>{}(name); }
+  };
+  std::unordered_map<std::string, uint32_t, NameHash, std::equal_to<>> id_of_name_;
   uint32_t next_id_ = MSEG_FIRST_RULE_ID;
 };
 
