@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <tuple>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -64,28 +65,46 @@ bool isRelativeCgroupPath(std::string_view path) {
   return true;
 }
 
-// Tracks names within one scope and reports the second use of a name. Names are views into
-// the YAML document, which outlives every scope: no copy per name of a 100,000-rule policy.
+// Collects the names of one scope and reports every name used twice. Names are views into the
+// YAML document, which outlives every scope, and are checked by sorting once at the end: no
+// allocation per name of a 100,000-rule policy.
 class NameScope {
 public:
   NameScope(YamlReader& reader, std::string_view what) : reader_(reader), what_(what) {}
 
-  void reserve(size_t names) { first_.reserve(names); }
+  void reserve(size_t names) { names_.reserve(names); }
 
   // `name` is the scalar node the name was read from.
-  void add(const YamlNode& name, std::string_view suffix = {}) {
-    auto [it, inserted] = first_.emplace(name.text, name.position);
-    if (!inserted) {
-      reader_.error(name.position,
-                    fmt::format("duplicate {} name `{}`{}; it is first defined at {}", what_,
-                                name.text, suffix, formatPosition(it->second)));
+  void add(const YamlNode& name) { names_.push_back({name.text, name.position}); }
+
+  // Reports each later use of a name against its first use in the file; `suffix` ends the
+  // message (" in segment `x`").
+  void reportDuplicates(std::string_view suffix = {}) {
+    std::sort(names_.begin(), names_.end(), [](const Named& a, const Named& b) {
+      return std::tie(a.name, a.position.line, a.position.column) <
+             std::tie(b.name, b.position.line, b.position.column);
+    });
+    for (size_t i = 1; i < names_.size(); i++) {
+      size_t first = i - 1;
+      while (i < names_.size() && names_[i].name == names_[first].name) {
+        reader_.error(names_[i].position,
+                      fmt::format("duplicate {} name `{}`{}; it is first defined at {}", what_,
+                                  names_[i].name, suffix,
+                                  formatPosition(names_[first].position)));
+        i++;
+      }
     }
+    names_.clear();
   }
 
 private:
+  struct Named {
+    std::string_view name;
+    Position position;
+  };
   YamlReader& reader_;
   std::string_view what_;
-  std::unordered_map<std::string_view, Position> first_;
+  std::vector<Named> names_;
 };
 
 class PolicyParser {
@@ -108,10 +127,13 @@ public:
     }
     forEachItem(root, "workloads", policy.workloads,
                 [&](const YamlNode& item) { parseWorkload(item, policy.workloads); });
+    workload_names_.reportDuplicates();
     forEachItem(root, "inventory", policy.inventory,
                 [&](const YamlNode& item) { parseInventory(item, policy.inventory); });
+    inventory_names_.reportDuplicates();
     forEachItem(root, "segments", policy.segments,
                 [&](const YamlNode& item) { parseSegment(item, policy.segments); });
+    segment_names_.reportDuplicates();
 
     checkSelectorKeys(policy);
   }
@@ -343,11 +365,12 @@ private:
       rule_names.reserve(rules->children.size());
       forEachItem(node, "rules", segment.rules, [&](const YamlNode& item) {
         if (auto rule = parseRule(item)) {
-          rule_names.add(*item.find("name"), suffix);
+          rule_names.add(*item.find("name"));
           segment.rules.push_back(std::move(*rule));
         }
       });
     }
+    rule_names.reportDuplicates(suffix);
 
     if (name) {
       segment_names_.add(*node.find("name"));
