@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# Policy scale: the agent's bank write time at start and at a reload, and its RSS with the
-# example policy and with synthetic policies of 10 to 100,000 rules (bench/gen_policy.py),
-# printed as a table (not a test). Attaches only to its own cgroup under the cgroup v2 mount.
+# Policy scale: how long the agent takes to apply a policy of 10 to 100,000 rules
+# (bench/gen_policy.py) and the example policy, broken down into the stages it logs (read,
+# parse, compile, prepare = bind cgroups and build the bank, kernel = write the bank and flip),
+# in three situations:
+#   start    the agent starts on empty maps and writes a whole bank;
+#   reload   SIGHUP with the file unchanged;
+#   1 rule   the file is edited so that one rule gets another port (picked up by inotify).
+# Also the agent's RSS after the start. Prints tables, not a test. Attaches only to its own
+# cgroup under the cgroup v2 mount.
 #
-# usage (root): bench/policy_scale.sh   (build first: scripts/build.sh)
+# usage (root): bench/policy_scale.sh [RULES...]   (default: 10 1000 10000 100000;
+#                                                   build first: scripts/build.sh)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,9 +20,14 @@ cg=$cgroot/microseg-bench-scale
 work=$(mktemp -d /tmp/mseg-scale.XXXXXX)
 pin=/sys/fs/bpf/mseg-bench-scale
 agent_pid=""
+sizes=("$@")
+[[ ${#sizes[@]} -gt 0 ]] || sizes=(10 1000 10000 100000)
 
 cleanup() {
-  [[ -n $agent_pid ]] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null || true
+  if [[ -n $agent_pid ]]; then
+    kill "$agent_pid" 2>/dev/null || true
+    wait "$agent_pid" 2>/dev/null || true
+  fi
   "$build/agent/microsegctl" uninstall --pin-dir "$pin" >/dev/null 2>&1 || true
   rmdir "$cg/client.service" "$cg/server.service" "$cg" 2>/dev/null || true
   rm -rf "$work"
@@ -23,37 +35,83 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$cg/client.service" "$cg/server.service"
 
-# apply_ms LOG N: the took_ms of the Nth "policy applied" line.
-apply_ms() { grep "policy applied" "$1" | sed -n "${2}p" | sed 's/.*took_ms=\([0-9.]*\).*/\1/'; }
+applied_count() { grep -c "policy applied" "$work/agent.log" || true; }
+
+wait_applied() {
+  local want=$1
+  for _ in $(seq 600); do
+    [[ $(applied_count) -ge $want ]] && return 0
+    sleep 0.05
+  done
+  echo "the agent did not apply policy #$want; its log:" >&2
+  cat "$work/agent.log" >&2
+  exit 1
+}
+
+# stages N: "read parse compile prepare kernel total" of the Nth "policy applied" line, in ms.
+stages() {
+  grep "policy applied" "$work/agent.log" | sed -n "${1}p" |
+    sed 's/.*read_ms=\([0-9.]*\) parse_ms=\([0-9.]*\) compile_ms=\([0-9.]*\) prepare_ms=\([0-9.]*\) kernel_ms=\([0-9.]*\) took_ms=\([0-9.]*\).*/\1 \2 \3 \4 \5 \6/'
+}
+
+row() {
+  local name=$1 rules=$2 situation=$3
+  # shellcheck disable=SC2046
+  printf '%-16s %8s %-7s %8s %8s %8s %8s %8s %9s\n' "$name" "$rules" "$situation" $(stages "$4")
+}
+
+# An edited copy of the policy: the first rule's first port becomes 7.
+edit_one_rule() {
+  python3 - "$1" <<'EOF'
+import re, sys
+path = sys.argv[1]
+text = open(path).read()
+text = re.sub(r"ports: \[[^\]]*\]", "ports: [7]", text, count=1)
+open(path + ".new", "w").write(text)
+EOF
+  mv "$1.new" "$1"
+}
 
 measure() {
-  local name=$1 policy=$2
+  local name=$1 source=$2
+  cp "$source" "$work/policy.yaml"
   rm -rf "$work/state"
   "$build/agent/microsegctl" uninstall --pin-dir "$pin" >/dev/null 2>&1 || true
-  "$build/agent/microsegd" --policy "$policy" --cgroup "$cg" --pin-dir "$pin" \
+  "$build/agent/microsegd" --policy "$work/policy.yaml" --cgroup "$cg" --pin-dir "$pin" \
     --state-dir "$work/state" --stats-interval 0 >"$work/agent.log" 2>&1 &
   agent_pid=$!
-  for _ in $(seq 600); do [[ -f $work/state/status.json ]] && break; sleep 0.1; done
-  local rss
+  wait_applied 1
+  local rss rules
   rss=$(awk '/^VmRSS/ {print int($2 / 1024)}' "/proc/$agent_pid/status")
+  rules=$(grep -o 'rules=[0-9]*' "$work/agent.log" | head -1 | cut -d= -f2)
+  sleep 0.5  # let the agent bring the other bank up to date, as it does after every apply
   kill -HUP "$agent_pid"
-  for _ in $(seq 600); do [[ $(grep -c "policy applied" "$work/agent.log") -ge 2 ]] && break; sleep 0.1; done
-  printf '%-22s %10s %14s %14s %10s\n' "$name" \
-    "$(grep -o 'rules=[0-9]*' "$work/agent.log" | head -1 | cut -d= -f2)" \
-    "$(apply_ms "$work/agent.log" 1)" "$(apply_ms "$work/agent.log" 2)" "$rss"
+  wait_applied 2
+  sleep 0.5
+  edit_one_rule "$work/policy.yaml"
+  wait_applied 3
+  row "$name" "$rules" start 1
+  row "$name" "$rules" reload 2
+  row "$name" "$rules" "1 rule" 3
+  rss_rows+=("$(printf '%-16s %8s %10s' "$name" "$rules" "$rss")")
   kill "$agent_pid"
   wait "$agent_pid" 2>/dev/null || true
   agent_pid=""
 }
 
-printf '\nmicroseg policy scale (%s cores)\n\n' "$(nproc)"
-printf '%-22s %10s %14s %14s %10s\n' policy rules "start ms" "reload ms" "RSS MiB"
-measure examples/erp-crm.yaml "$root/examples/erp-crm.yaml"
-for rules in 10 1000 10000 100000; do
+printf '\nmicroseg policy apply time in ms (%s cores, load %s)\n\n' "$(nproc)" \
+  "$(cut -d' ' -f1 /proc/loadavg)"
+printf '%-16s %8s %-7s %8s %8s %8s %8s %8s %9s\n' policy rules when read parse compile \
+  prepare kernel total
+rss_rows=()
+measure example "$root/examples/erp-crm.yaml"
+for rules in "${sizes[@]}"; do
   "$root/bench/gen_policy.py" "$rules" >"$work/policy-$rules.yaml"
-  measure "synthetic $rules" "$work/policy-$rules.yaml"
+  measure synthetic "$work/policy-$rules.yaml"
 done
+printf '\nagent RSS after start\n\n%-16s %8s %10s\n' policy rules "RSS MiB"
+printf '%s\n' "${rss_rows[@]}"
 echo
-echo "start ms: building the bank and writing it into the kernel at start (after parsing and"
-echo "compiling the file); reload ms: the same after SIGHUP with the file unchanged, which fills"
-echo "the other, still empty bank. Both from the agent's 'policy applied' line."
+echo "kernel: writing the difference into the inactive bank and flipping to it; the new policy"
+echo "enforces from then on. The agent then brings the other bank up to date (not counted), so"
+echo "a reload writes only what changed."
