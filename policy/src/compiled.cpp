@@ -30,28 +30,36 @@ bool samePortBlock(uint16_t a, uint16_t b, uint8_t prefix_len) {
 }
 
 // The longest match in the trie of (direction, workload, peer), as BPF_MAP_TYPE_LPM_TRIE finds
-// it: exact port, then each shorter port prefix, then any port, then protocol Any.
-Match longestMatch(const CompiledPolicy& policy, Direction direction, uint32_t workload_id,
-                   uint32_t peer_id, Protocol protocol, uint16_t port) {
+// it: exact port, then each shorter port prefix, then any port, then protocol Any. `entries`
+// must all belong to that one trie.
+Match longestMatch(const std::vector<const VerdictEntry*>& entries, Protocol protocol,
+                   uint16_t port) {
   Match best;
-  for (const auto& entry : policy.entries) {
-    if (entry.direction != direction || entry.workload_id != workload_id ||
-        entry.peer_id != peer_id) {
-      continue;
-    }
-
+  for (const VerdictEntry* entry : entries) {
     int length = -1;
-    if (entry.protocol == Protocol::Any) {
+    if (entry->protocol == Protocol::Any) {
       length = 0;
-    } else if (entry.protocol == protocol &&
-               samePortBlock(entry.port, port, entry.port_prefix_len)) {
-      length = 1 + entry.port_prefix_len;
+    } else if (entry->protocol == protocol &&
+               samePortBlock(entry->port, port, entry->port_prefix_len)) {
+      length = 1 + entry->port_prefix_len;
     }
     if (length > best.length) {
-      best = {true, length, entry.verdict, entry.rule_index};
+      best = {true, length, entry->verdict, entry->rule_index};
     }
   }
   return best;
+}
+
+std::vector<const VerdictEntry*> entriesOf(const CompiledPolicy& policy, Direction direction,
+                                           uint32_t workload_id, uint32_t peer_id) {
+  std::vector<const VerdictEntry*> found;
+  for (const auto& entry : policy.entries) {
+    if (entry.direction == direction && entry.workload_id == workload_id &&
+        entry.peer_id == peer_id) {
+      found.push_back(&entry);
+    }
+  }
+  return found;
 }
 
 }  // namespace
@@ -59,23 +67,17 @@ Match longestMatch(const CompiledPolicy& policy, Direction direction, uint32_t w
 // As bpf/lib/policy.bpf.h: an unmanaged direction is not judged at all; a managed one takes
 // the higher verdict of the exact peer and the `any` peer (the exact peer's rule on a tie,
 // since it is looked up first), and without a match its default deny.
-Decision decide(const CompiledPolicy& policy, Direction direction, uint32_t workload_id,
-                uint32_t peer_id, Protocol protocol, uint16_t port) {
-  auto workload = std::find_if(policy.workloads.begin(), policy.workloads.end(),
-                               [&](const CompiledWorkload& w) { return w.id == workload_id; });
-  if (workload == policy.workloads.end()) {
-    return {};
-  }
+Decision decideAmong(const CompiledWorkload& workload, Direction direction,
+                     const std::vector<const VerdictEntry*>& exact_peer,
+                     const std::vector<const VerdictEntry*>& any_peer, Protocol protocol,
+                     uint16_t port) {
   bool egress = direction == Direction::Egress;
-  if (!(egress ? workload->egress_managed : workload->ingress_managed)) {
+  if (!(egress ? workload.egress_managed : workload.ingress_managed)) {
     return {};
   }
 
-  Match exact = longestMatch(policy, direction, workload_id, peer_id, protocol, port);
-  Match any;
-  if (peer_id != kPeerAny) {
-    any = longestMatch(policy, direction, workload_id, kPeerAny, protocol, port);
-  }
+  Match exact = longestMatch(exact_peer, protocol, port);
+  Match any = longestMatch(any_peer, protocol, port);
   if (exact.found && (!any.found || exact.verdict >= any.verdict)) {
     return {exact.verdict, exact.rule_index};
   }
@@ -83,8 +85,23 @@ Decision decide(const CompiledPolicy& policy, Direction direction, uint32_t work
     return {any.verdict, any.rule_index};
   }
 
-  bool audit = egress ? workload->egress_audit : workload->ingress_audit;
+  bool audit = egress ? workload.egress_audit : workload.ingress_audit;
   return {audit ? Verdict::Audit : Verdict::Deny, kRuleDefaultDeny};
+}
+
+Decision decide(const CompiledPolicy& policy, Direction direction, uint32_t workload_id,
+                uint32_t peer_id, Protocol protocol, uint16_t port) {
+  auto workload = std::find_if(policy.workloads.begin(), policy.workloads.end(),
+                               [&](const CompiledWorkload& w) { return w.id == workload_id; });
+  if (workload == policy.workloads.end()) {
+    return {};
+  }
+  auto exact = entriesOf(policy, direction, workload_id, peer_id);
+  std::vector<const VerdictEntry*> any;
+  if (peer_id != kPeerAny) {
+    any = entriesOf(policy, direction, workload_id, kPeerAny);
+  }
+  return decideAmong(*workload, direction, exact, any, protocol, port);
 }
 
 uint32_t peerIdentityOf(const CompiledPolicy& policy, const std::array<uint8_t, 16>& address) {

@@ -431,6 +431,8 @@ private:
 
     compiled_.rules.reserve(count);
     for (const auto& segment : policy_.segments) {
+      compiled_.segments.push_back({segment.name, segment.mode == Mode::Audit,
+                                    static_cast<uint32_t>(segment.rules.size())});
       for (const auto& rule : segment.rules) {
         compileRule(segment, rule);
       }

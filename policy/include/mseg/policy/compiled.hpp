@@ -63,6 +63,12 @@ struct PeerPrefix {
   uint32_t peer_id = 0;
 };
 
+struct CompiledSegment {
+  std::string name;
+  bool audit = false;  // mode: audit (its deny rules and default deny only report)
+  uint32_t rule_count = 0;
+};
+
 struct CompiledRule {
   uint32_t index = 0;
   std::string segment;
@@ -94,6 +100,7 @@ struct CompiledPolicy {
   std::vector<CompiledWorkload> workloads;
   std::vector<CompiledPeer> peers;
   std::vector<PeerPrefix> prefixes;
+  std::vector<CompiledSegment> segments;  // in file order
   std::vector<CompiledRule> rules;  // rules[i].index == i + kFirstRuleIndex
   std::vector<VerdictEntry> entries;
 };
@@ -109,6 +116,14 @@ struct Decision {
 // default deny (Deny, or Audit when that direction is audit-only) with kRuleDefaultDeny.
 Decision decide(const CompiledPolicy& policy, Direction direction, uint32_t workload_id,
                 uint32_t peer_id, Protocol protocol, uint16_t port);
+
+// decide() for one workload among entries already picked out: `exact_peer` holds the entries of
+// (direction, workload, peer), `any_peer` those of (direction, workload, kPeerAny). A protocol
+// value no entry names (e.g. 255) stands for every other protocol.
+Decision decideAmong(const CompiledWorkload& workload, Direction direction,
+                     const std::vector<const VerdictEntry*>& exact_peer,
+                     const std::vector<const VerdictEntry*>& any_peer, Protocol protocol,
+                     uint16_t port);
 
 // The peer identity of an address, most specific prefix first; kPeerWorld when none covers it.
 uint32_t peerIdentityOf(const CompiledPolicy& policy, const std::array<uint8_t, 16>& address);
