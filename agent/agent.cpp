@@ -50,14 +50,27 @@ std::map<uint32_t, RuleName> ruleNames(const policy::CompiledPolicy& compiled,
   return names;
 }
 
-// A descriptor that delivers SIGHUP, SIGTERM and SIGINT as readable events.
-int signalDescriptor() {
+sigset_t agentSignals() {
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGHUP);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
-  sigprocmask(SIG_BLOCK, &signals, nullptr);
+  return signals;
+}
+
+// Blocks the signals the loop reads from its signalfd. Must run before any thread starts:
+// threads inherit the mask, and a thread that does not block SIGTERM or SIGHUP would take the
+// signal's default action and end the process without a clean stop.
+void blockAgentSignals() {
+  sigset_t signals = agentSignals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+}
+
+// A descriptor that delivers SIGHUP, SIGTERM and SIGINT as readable events.
+int signalDescriptor() {
+  blockAgentSignals();
+  sigset_t signals = agentSignals();
   return signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC);
 }
 
@@ -127,7 +140,7 @@ void Agent::updateRecorder(const std::vector<CgroupEntry>& cgroups) {
   }
   // Events of the old version still in the ring buffer are named with the old policy.
   drainEvents();
-  recorder_->setPolicy(policy_, ruleNames(policy_, kernel_rule_ids_), policy_version_);
+  recorder_->setPolicy(*policy_, ruleNames(*policy_, kernel_rule_ids_), policy_version_);
   recorder_->setCgroups(cgroups, cgroup_v2_prefix_);
 }
 
@@ -136,13 +149,23 @@ Result<policy::CompiledPolicy> Agent::compilePolicyFile(policy::LoadTimes& times
   auto compiled = policy::loadPolicyFile(config_.policy_path, diagnostics, &times);
   logDiagnostics(diagnostics);
   if (!compiled) {
-    return compiled.error().wrap("policy " + config_.policy_path);
+    // The first errors travel in the message, so status.json and `microsegctl status` say
+    // what is wrong without the log.
+    std::string message = compiled.error().message();
+    size_t shown = 0;
+    for (const auto& diagnostic : diagnostics.all()) {
+      if (diagnostic.severity == policy::Severity::Error && shown++ < 3) {
+        message += "; " + diagnostic.toString();
+      }
+    }
+    return Error(compiled.error().code(), "policy " + config_.policy_path + ": " + message);
   }
   return compiled;
 }
 
 Result<std::unique_ptr<Agent>> Agent::start(const AgentConfig& config) {
   auto log = logger("agent");
+  blockAgentSignals();
   std::unique_ptr<Agent> agent(new Agent(config));
 
   auto cgroup = resolveAttachCgroup(config.cgroup_path);
@@ -161,6 +184,10 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentConfig& config) {
   auto compiled = agent->compilePolicyFile(load_times);
   if (!compiled) {
     return compiled.error();
+  }
+  // Before the kernel is touched: a control socket another agent holds fails the start here.
+  if (auto control = agent->startControl(); !control) {
+    return control.error();
   }
 
   auto datapath = Datapath::open({agent->attach_cgroup_, config.pin_dir});
@@ -221,6 +248,7 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentConfig& config) {
 }
 
 Agent::~Agent() {
+  control_.reset();
   if (collector_) {
     collector_->stop();
   }
@@ -273,7 +301,10 @@ Status Agent::startTelemetry() {
     flow_log_.emplace(std::move(*log));
     logger("agent")->info("flow records go to {}", path);
   }
-  recorder_.emplace(host_, [this](FlowRecord&& record) { exportRecord(std::move(record)); });
+  recorder_.emplace(host_, [this](FlowRecord&& record) {
+    exportRecord(record);
+    control_state_->flows().push(std::move(record));
+  });
   events_ = ring_buffer__new(datapath_->eventsFd(), handleEvent, &*recorder_, nullptr);
   if (events_ == nullptr) {
     return Error::fromErrno(errno, "open the flow event ring buffer");
@@ -286,7 +317,7 @@ Status Agent::startTelemetry() {
   return {};
 }
 
-void Agent::exportRecord(FlowRecord&& record) {
+void Agent::exportRecord(FlowRecord& record) {
   if (spool_) {
     spool_->append(record, host_);
   } else {
@@ -361,6 +392,7 @@ void Agent::tick() {
     collector_->notify();
   }
   ticks_ += 1;
+  control_state_->publishExporter(exporterStats());
   if (metrics_) {
     publishMetrics();
   }
@@ -394,7 +426,7 @@ void Agent::publishMetrics() {
 
   text.counter("microseg_rule_hits_total", "Verdicts per rule, by the verdict the rule gives.");
   if (auto hits = datapath_->ruleHits()) {
-    const auto names = ruleNames(policy_, kernel_rule_ids_);
+    const auto names = ruleNames(*policy_, kernel_rule_ids_);
     for (const auto& [id, count] : *hits) {
       if (auto rule = names.find(id); rule != names.end()) {
         text.sample("microseg_rule_hits_total",
@@ -455,10 +487,11 @@ Status Agent::applyPolicy(policy::CompiledPolicy compiled, const policy::LoadTim
   }
   auto enforcing = Clock::now();
   policy_version_ += 1;
-  policy_ = std::move(compiled);
+  policy_ = std::make_shared<const policy::CompiledPolicy>(std::move(compiled));
   bindings_ = std::move(bindings);
   kernel_rule_ids_ = std::move(kernel_ids);
   updateRecorder(*cgroups);
+  publishControlState(std::move(*cgroups));
 
   const std::array<double, 5> stages = {millis(times.read), millis(times.parse),
                                         millis(times.compile), millis(prepared - started),
@@ -472,7 +505,7 @@ Status Agent::applyPolicy(policy::CompiledPolicy compiled, const policy::LoadTim
   logger("policy")->info(
       "policy applied version={} hash={} rules={} entries={} workload_cgroups={} read_ms={:.1f} "
       "parse_ms={:.1f} compile_ms={:.1f} prepare_ms={:.1f} kernel_ms={:.1f} took_ms={:.1f}",
-      policy_version_, policy_.content_hash.substr(0, 12), policy_.rules.size(), entries,
+      policy_version_, policy_->content_hash.substr(0, 12), policy_->rules.size(), entries,
       bindings_.size(), stages[0], stages[1], stages[2], stages[3], stages[4], total_ms);
   catchUpInactiveBank();
   return {};
@@ -495,17 +528,18 @@ Status Agent::rebindCgroups() {
   if (!cgroups) {
     return cgroups.error();
   }
-  auto bindings = bindWorkloads(policy_, *cgroups);
+  auto bindings = bindWorkloads(*policy_, *cgroups);
   bool same = bindings.size() == bindings_.size();
   for (size_t i = 0; same && i < bindings.size(); i++) {
     same = bindings[i].cgroup_id == bindings_[i].cgroup_id &&
            bindings[i].workload_id == bindings_[i].workload_id;
   }
   if (same) {
+    publishControlState(std::move(*cgroups));  // cgroups nothing selects may have changed
     return {};
   }
-  auto bank = buildBank(policy_, bindings, kernel_rule_ids_);
-  if (auto applied = datapath_->apply(std::move(bank), ruleNames(policy_, kernel_rule_ids_),
+  auto bank = buildBank(*policy_, bindings, kernel_rule_ids_);
+  if (auto applied = datapath_->apply(std::move(bank), ruleNames(*policy_, kernel_rule_ids_),
                                       policy_version_ + 1);
       !applied) {
     return applied.error().wrap("apply cgroup change");
@@ -516,6 +550,7 @@ Status Agent::rebindCgroups() {
                         bindings.size(), policy_version_);
   bindings_ = std::move(bindings);
   catchUpInactiveBank();
+  publishControlState(std::move(*cgroups));
   return {};
 }
 
@@ -528,6 +563,7 @@ void Agent::reloadPolicy() {
   if (!compiled) {
     last_error_ = compiled.error().message();
     reloads_failed_ += 1;
+    control_state_->recordReload(ReloadOutcome::Result::Rejected, last_error_);
     log->error("policy rejected, version {} keeps enforcing: fix the file and send SIGHUP again "
                "err={}", policy_version_, last_error_);
     writeStatus();
@@ -537,10 +573,12 @@ void Agent::reloadPolicy() {
   if (auto applied = applyPolicy(std::move(*compiled), load_times); !applied) {
     last_error_ = applied.error().message();
     reloads_failed_ += 1;
+    control_state_->recordReload(ReloadOutcome::Result::Failed, last_error_);
     log->error("policy not applied, the previous version keeps enforcing err={}", last_error_);
   } else {
     last_error_.clear();
     reloads_applied_ += 1;
+    control_state_->recordReload(ReloadOutcome::Result::Applied, "");
   }
   writeStatus();
   notifier_.ready(serviceStatus());
@@ -552,7 +590,7 @@ void Agent::logCounterChanges() {
     logger("agent")->warn("cannot read rule counters err={}", hits.error().message());
     return;
   }
-  std::map<uint32_t, RuleName> names = ruleNames(policy_, kernel_rule_ids_);
+  std::map<uint32_t, RuleName> names = ruleNames(*policy_, kernel_rule_ids_);
   for (const auto& [id, total] : *hits) {
     uint64_t before = last_hits_[id];
     auto rule = names.find(id);
@@ -573,7 +611,7 @@ void Agent::logCounterChanges() {
 // One line for `systemctl status`: what enforces now, and why the last reload failed if it did.
 std::string Agent::serviceStatus() const {
   std::string line = "enforcing policy version " + std::to_string(policy_version_) + " (" +
-                     policy_.content_hash.substr(0, 12) + ") on " + attach_cgroup_;
+                     policy_->content_hash.substr(0, 12) + ") on " + attach_cgroup_;
   if (!last_error_.empty()) {
     line += "; last reload rejected: " + last_error_;
   }
@@ -590,7 +628,7 @@ void Agent::writeStatus() const {
       {"pin_dir", config_.pin_dir},
       {"policy_file", config_.policy_path},
       {"policy_version", policy_version_},
-      {"policy_hash", policy_.content_hash},
+      {"policy_hash", policy_->content_hash},
       {"last_error", last_error_},
   };
   const std::string path = config_.state_dir + "/status.json";
@@ -658,6 +696,8 @@ int Agent::run() {
       } else if (*changed) {
         if (auto rebound = rebindCgroups(); !rebound) {
           log->error("cannot label changed cgroups err={}", rebound.error().message());
+          control_state_->recordError("cannot label changed cgroups: " +
+                                      rebound.error().message());
         }
       }
     }

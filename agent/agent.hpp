@@ -14,6 +14,7 @@
 #include "config.hpp"
 #include "datapath.hpp"
 #include "collector_client.hpp"
+#include "control_server.hpp"
 #include "file_watcher.hpp"
 #include "flow_log.hpp"
 #include "spool.hpp"
@@ -44,7 +45,7 @@ private:
   explicit Agent(AgentConfig config) : config_(std::move(config)) {}
 
   Status startTelemetry();
-  void exportRecord(FlowRecord&& record);
+  void exportRecord(FlowRecord& record);
   void drainEvents();
   void tick();
   void reportDenials();
@@ -58,6 +59,9 @@ private:
   void logCounterChanges();
   void writeStatus() const;
   std::string serviceStatus() const;
+  Status startControl();
+  void publishControlState(std::vector<CgroupEntry> cgroups);
+  ExporterStats exporterStats() const;
 
   AgentConfig config_;
   std::string attach_cgroup_;
@@ -66,7 +70,9 @@ private:
   CgroupWatcher watcher_;
   FileWatcher policy_watcher_;
   RuleIds rule_ids_;
-  policy::CompiledPolicy policy_;
+  // Shared with control calls, which read it on their own threads.
+  std::shared_ptr<const policy::CompiledPolicy> policy_ =
+      std::make_shared<const policy::CompiledPolicy>();
   std::vector<WorkloadBinding> bindings_;
   std::vector<uint32_t> kernel_rule_ids_;
   uint64_t policy_version_ = 0;
@@ -93,6 +99,8 @@ private:
   uint64_t records_exported_ = 0;
   uint64_t records_dropped_ = 0;
   unsigned ticks_ = 0;
+  std::shared_ptr<ControlState> control_state_;
+  std::unique_ptr<ControlServer> control_;
 
 public:
   ~Agent();

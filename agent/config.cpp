@@ -34,6 +34,8 @@ options:
   --tls-key FILE         this agent's private key
   --metrics-listen ADDR  serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464)
   --telemetry on|off     flow records (default on); off still enforces and counts per rule
+  --control-socket PATH  Unix socket microsegctl talks to (default /run/microseg/microsegd.sock)
+  --control-group NAME   group whose members may use the control socket (default: root only)
   --version              print the version and exit
   --help                 print this help and exit
 
@@ -57,6 +59,8 @@ enum Option {
   kTlsKey,
   kMetricsListen,
   kTelemetry,
+  kControlSocket,
+  kControlGroup,
   kVersion,
   kHelp,
 };
@@ -77,6 +81,8 @@ const option kOptions[] = {
     {"tls-key", required_argument, nullptr, kTlsKey},
     {"metrics-listen", required_argument, nullptr, kMetricsListen},
     {"telemetry", required_argument, nullptr, kTelemetry},
+    {"control-socket", required_argument, nullptr, kControlSocket},
+    {"control-group", required_argument, nullptr, kControlGroup},
     {"version", no_argument, nullptr, kVersion},
     {"help", no_argument, nullptr, kHelp},
     {nullptr, 0, nullptr, 0},
@@ -124,7 +130,8 @@ Status loadConfigFile(const std::string& path, AgentConfig& config) {
                           "stats_interval", "host", "flow_log", "flow_log_max_bytes",
                           "flow_log_keep", "udp_idle_timeout", "collector", "collector_ca",
                           "collector_server_name", "tls_cert", "tls_key", "spool_max_bytes",
-                          "metrics_listen", "telemetry"});
+                          "metrics_listen", "telemetry", "control_socket",
+                          "control_group"});
       auto readInto = [&](const char* key, std::string& field) {
         if (const auto* node = tree->find(key)) {
           if (auto value = reader.readString(*node, key)) {
@@ -144,6 +151,8 @@ Status loadConfigFile(const std::string& path, AgentConfig& config) {
       readInto("tls_cert", config.tls_cert);
       readInto("tls_key", config.tls_key);
       readInto("metrics_listen", config.metrics_listen);
+      readInto("control_socket", config.control_socket);
+      readInto("control_group", config.control_group);
       if (const auto* node = tree->find("spool_max_bytes")) {
         if (auto bytes = reader.readUnsigned(*node, "spool_max_bytes", 1 << 20, 1ull << 40)) {
           config.spool_max_bytes = *bytes;
@@ -229,6 +238,8 @@ Result<CommandLine> parseCommandLine(int argc, char** argv) {
       case kTlsCert: config.tls_cert = value; break;
       case kTlsKey: config.tls_key = value; break;
       case kMetricsListen: config.metrics_listen = value; break;
+      case kControlSocket: config.control_socket = value; break;
+      case kControlGroup: config.control_group = value; break;
       case kLogLevel:
         if (!isLogLevel(value)) {
           return Error::invalid("--log-level " + value +

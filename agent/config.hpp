@@ -10,6 +10,9 @@
 
 namespace mseg::agent {
 
+// Where microsegd serves microsegctl unless told otherwise.
+inline constexpr const char* kDefaultControlSocket = "/run/microseg/microsegd.sock";
+
 struct AgentConfig {
   std::string policy_path;            // required
   std::string cgroup_path;            // empty: the cgroup v2 root
@@ -31,6 +34,9 @@ struct AgentConfig {
   uint64_t spool_max_bytes = 256ull << 20;
   std::string metrics_listen;         // "127.0.0.1:9464" serves Prometheus metrics; empty: off
   bool telemetry = true;              // off: enforce and count per rule, record no flows
+  // microsegctl's Unix socket and the group allowed to use it besides root (empty: root only).
+  std::string control_socket = kDefaultControlSocket;
+  std::string control_group;
 };
 
 // What the command line asked for besides settings.

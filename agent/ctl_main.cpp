@@ -1,83 +1,377 @@
-// microsegctl: the operator's command-line tool. See `microsegctl help`.
+// microsegctl: the operator's command-line tool. See `microsegctl help` and docs/operations-cli.md.
+//
+// Exit codes: 0 done (nothing to report), 1 a failure or a finding (an invalid policy, a diff
+// with changes, an agent whose last reload was refused, no agent), 2 a malformed command line.
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <map>
 #include <optional>
+#include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include <fmt/core.h>
 
 #include "config.hpp"
+#include "ctl_client.hpp"
+#include "ctl_output.hpp"
 #include "datapath.hpp"
-#include "reasons.hpp"
 #include "mseg/policy/compiler.hpp"
+#include "reasons.hpp"
 
 namespace {
 
 using mseg::agent::reasonName;
 using mseg::agent::verdictName;
+namespace ctl = mseg::ctl;
+namespace cv1 = microseg::control::v1;
 
-constexpr const char* kDefaultPinDir = "/sys/fs/bpf/microseg";
+constexpr unsigned kDefaultLastFlows = 20;
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
 
 constexpr const char* kUsage = R"(usage: microsegctl COMMAND [options]
 
-commands:
-  policy validate FILE       check a policy file; exit 0 when valid, 1 when it has errors
-  counters [--pin-dir DIR | --config FILE]
-                             per-rule verdict counters of the running datapath
-  uninstall [--pin-dir DIR | --config FILE]
-                             detach microseg's programs and remove everything it pinned
-                             (refused while a microsegd uses the pin directory)
-  help                       print this help
+commands that ask the running agent (over --socket PATH, default /run/microseg/microsegd.sock):
+  status                       version, attach point, policy, modes, counters, drops, exporter,
+                               last reload and last error; exit 1 when the last reload failed
+  policy diff FILE             rules added, removed, changed and the paths that would open or
+                               close against the running policy; exit 1 when anything changes
+  policy trace --from WORKLOAD|ADDRESS --to WORKLOAD|ADDRESS --proto tcp|udp|icmp [--port N]
+                               the verdict and the rule that decides it (ICMP: --port is the type)
+  flows [--follow] [--verdict allowed|denied|audit] [--workload NAME] [--last N]
+                               recent flows (the last 20 by default), and new ones with --follow
+  workloads                    the cgroups each workload selects, and cgroups no workload selects
 
---config FILE reads pin_dir from microsegd's configuration file (/etc/microseg/microsegd.yaml
-in the package); the default pin directory is /sys/fs/bpf/microseg.
+commands that work without an agent:
+  policy validate FILE         check a policy file; exit 0 when valid, 1 when it has errors
+  counters [--pin-dir DIR | --config FILE]
+                               per-rule verdict counters of the pinned datapath
+  uninstall [--pin-dir DIR | --config FILE]
+                               detach microseg's programs and remove everything it pinned
+                               (refused while a microsegd uses the pin directory)
+  help                         print this help
+
+options: -o json (or --output json) prints JSON for scripts instead of tables (flows: one
+object per line). --config FILE reads control_socket and pin_dir from microsegd's
+configuration file (/etc/microseg/microsegd.yaml in the package); --socket PATH and
+--pin-dir DIR name them directly. Defaults: /run/microseg/microsegd.sock, /sys/fs/bpf/microseg.
 )";
 
-// The pin directory of `COMMAND [--pin-dir DIR | --config FILE]`; nullopt after printing what
-// is wrong with the rest of the arguments or the configuration file.
-std::optional<std::string> pinDirArgument(const std::vector<std::string>& args) {
-  if (args.size() == 1) {
-    return std::string(kDefaultPinDir);
+// A command line after the command words: options by name, then positional arguments.
+struct Arguments {
+  std::map<std::string, std::string> values;
+  std::set<std::string> switches;
+  std::vector<std::string> positional;
+
+  std::string value(const std::string& name, const std::string& fallback = "") const {
+    auto found = values.find(name);
+    return found == values.end() ? fallback : found->second;
   }
-  if (args.size() == 3 && args[1] == "--pin-dir" && !args[2].empty()) {
-    return args[2];
+  bool json() const { return value("--output") == "json"; }
+  // From --socket, else --config's control_socket, else the default.
+  std::string socket() const { return value("--socket", config.control_socket); }
+  // From --pin-dir, else --config's pin_dir, else the default.
+  std::string pinDir() const { return value("--pin-dir", config.pin_dir); }
+
+  mseg::agent::AgentConfig config;  // --config FILE, or the agent's defaults
+};
+
+struct Grammar {
+  std::string usage;                  // the command's usage line, printed on mistakes
+  std::set<std::string> values;       // options that take a value
+  std::set<std::string> switches;     // options that do not
+  size_t positional = 0;
+};
+
+int usageError(const Grammar& grammar, const std::string& problem) {
+  std::fprintf(stderr, "microsegctl: %s\nusage: microsegctl %s\n", problem.c_str(),
+               grammar.usage.c_str());
+  return kExitUsage;
+}
+
+// Parses args[from...] by `grammar`; prints what is wrong and returns nullopt on a mistake.
+std::optional<Arguments> parse(const std::vector<std::string>& args, size_t from,
+                               const Grammar& grammar) {
+  Arguments parsed;
+  for (size_t i = from; i < args.size(); i++) {
+    std::string name = args[i];
+    std::optional<std::string> inline_value;
+    if (name.rfind("--", 0) == 0 && name.find('=') != std::string::npos) {
+      inline_value = name.substr(name.find('=') + 1);
+      name = name.substr(0, name.find('='));
+    }
+    if (name == "-o") {
+      name = "--output";
+    }
+    if (grammar.switches.count(name) && !inline_value) {
+      parsed.switches.insert(name);
+    } else if (grammar.values.count(name)) {
+      if (!inline_value && i + 1 == args.size()) {
+        usageError(grammar, name + " needs a value");
+        return std::nullopt;
+      }
+      std::string value = inline_value ? *inline_value : args[++i];
+      if (value.empty()) {
+        usageError(grammar, name + " needs a value");
+        return std::nullopt;
+      }
+      parsed.values[name] = value;
+    } else if (!name.empty() && name.front() == '-') {
+      usageError(grammar, "unknown option `" + args[i] + "`");
+      return std::nullopt;
+    } else {
+      parsed.positional.push_back(args[i]);
+    }
   }
-  if (args.size() == 3 && args[1] == "--config" && !args[2].empty()) {
-    mseg::agent::AgentConfig config;
-    if (auto loaded = mseg::agent::loadConfigFile(args[2], config); !loaded) {
+  if (parsed.positional.size() != grammar.positional) {
+    usageError(grammar, parsed.positional.size() < grammar.positional
+                            ? "missing argument"
+                            : "unexpected argument `" + parsed.positional.back() + "`");
+    return std::nullopt;
+  }
+  if (auto output = parsed.values.find("--output");
+      output != parsed.values.end() && output->second != "json" && output->second != "table") {
+    usageError(grammar, "-o " + output->second + ": expected json or table");
+    return std::nullopt;
+  }
+  if (parsed.values.count("--config")) {
+    if (parsed.values.count("--socket") || parsed.values.count("--pin-dir")) {
+      usageError(grammar, "--config and --socket or --pin-dir name the same thing: give one");
+      return std::nullopt;
+    }
+    auto loaded = mseg::agent::loadConfigFile(parsed.value("--config"), parsed.config);
+    if (!loaded) {
       std::fprintf(stderr, "microsegctl: %s\n", loaded.error().message().c_str());
       return std::nullopt;
     }
-    return config.pin_dir;
   }
-  std::fprintf(stderr, "microsegctl: usage: microsegctl %s [--pin-dir DIR | --config FILE]\n",
-               args[0].c_str());
-  return std::nullopt;
+  return parsed;
 }
 
-int validatePolicy(const std::string& path) {
+// A whole number from 0 to `max`, or nullopt.
+std::optional<uint32_t> parseNumber(const std::string& text, uint32_t max) {
+  if (text.empty() || text.size() > 10 || text.find_first_not_of("0123456789") != std::string::npos) {
+    return std::nullopt;
+  }
+  uint64_t value = std::stoull(text);
+  return value <= max ? std::optional<uint32_t>(static_cast<uint32_t>(value)) : std::nullopt;
+}
+
+int fail(const mseg::Error& error) {
+  std::fprintf(stderr, "microsegctl: %s\n", error.message().c_str());
+  return kExitFailure;
+}
+
+void printJson(const nlohmann::ordered_json& value) { std::printf("%s\n", value.dump(2).c_str()); }
+
+// Connects to the agent, makes one call and prints its reply as JSON or as a table.
+template <typename Call, typename Render>
+int askAgent(const Arguments& args, Call call, Render render) {
+  auto client = ctl::ControlClient::connect(args.socket());
+  if (!client) {
+    return fail(client.error());
+  }
+  auto reply = call(*client);
+  if (!reply) {
+    return fail(reply.error());
+  }
+  if (args.json()) {
+    printJson(ctl::toJson(*reply));
+  } else {
+    std::fputs(render(*reply).c_str(), stdout);
+  }
+  return kExitOk;
+}
+
+int validatePolicy(const Arguments& args) {
+  const std::string& path = args.positional[0];
   mseg::policy::Diagnostics diagnostics;
   auto compiled = mseg::policy::loadPolicyFile(path, diagnostics);
+  if (args.json()) {
+    nlohmann::ordered_json report = {{"file", path},
+                             {"valid", compiled.ok()},
+                             {"errors", diagnostics.errorCount()},
+                             {"warnings", diagnostics.warningCount()},
+                             {"diagnostics", nlohmann::ordered_json::array()}};
+    for (const auto& diagnostic : diagnostics.all()) {
+      report["diagnostics"].push_back(
+          {{"severity", diagnostic.severity == mseg::policy::Severity::Error ? "error"
+                                                                              : "warning"},
+           {"file", diagnostic.source},
+           {"line", diagnostic.position.line},
+           {"column", diagnostic.position.column},
+           {"location", fmt::format("{}:{}:{}", diagnostic.source, diagnostic.position.line,
+                                    diagnostic.position.column)},
+           {"message", diagnostic.message}});
+    }
+    if (compiled) {
+      report["summary"] = {{"workloads", compiled->workloads.size()},
+                           {"inventory_entries", compiled->peers.size()},
+                           {"rules", compiled->rules.size()},
+                           {"verdict_entries", compiled->entries.size()}};
+    } else if (diagnostics.all().empty()) {
+      report["error"] = compiled.error().message();  // e.g. the file cannot be read
+    }
+    printJson(report);
+    return compiled ? kExitOk : kExitFailure;
+  }
+
   if (!diagnostics.all().empty()) {
     std::fputs(diagnostics.format().c_str(), stderr);
   }
   if (!compiled) {
     // The diagnostics above name the file; the summary only says what became of it.
     std::fprintf(stderr, "invalid policy: %s\n", compiled.error().message().c_str());
-    return 1;
+    return kExitFailure;
   }
   std::printf("%s: valid: %zu workloads, %zu inventory entries, %zu rules, %zu verdict entries\n",
               path.c_str(), compiled->workloads.size(), compiled->peers.size(),
               compiled->rules.size(), compiled->entries.size());
-  return 0;
+  return kExitOk;
+}
+
+int showStatus(const Arguments& args) {
+  bool reload_failed = false;
+  int exit_code = askAgent(
+      args,
+      [&](ctl::ControlClient& client) {
+        auto status = client.status();
+        reload_failed = status && status->has_last_reload() &&
+                        status->last_reload().result() != "applied";
+        return status;
+      },
+      ctl::renderStatus);
+  return exit_code == kExitOk && reload_failed ? kExitFailure : exit_code;
+}
+
+int diffPolicy(const Arguments& args) {
+  const std::string& path = args.positional[0];
+  std::ifstream file(path);
+  if (!file) {
+    return fail(mseg::Error::fromErrno(errno, "read " + path));
+  }
+  std::stringstream text;
+  text << file.rdbuf();
+
+  auto client = ctl::ControlClient::connect(args.socket());
+  if (!client) {
+    return fail(client.error());
+  }
+  auto diff = client->diffPolicy(text.str(), path);
+  if (!diff) {
+    return fail(diff.error());
+  }
+  const bool changed = diff->rules_size() > 0 || diff->paths_size() > 0;
+  if (args.json()) {
+    auto report = ctl::toJson(*diff);
+    report["file"] = path;
+    printJson(report);
+    return !diff->valid() || changed ? kExitFailure : kExitOk;
+  }
+  for (const auto& diagnostic : diff->diagnostics()) {
+    std::fprintf(stderr, "%s:%u:%u: %s: %s\n", diagnostic.file().c_str(), diagnostic.line(),
+                 diagnostic.column(), diagnostic.severity().c_str(), diagnostic.message().c_str());
+  }
+  if (!diff->valid()) {
+    std::fprintf(stderr, "invalid policy: %s was not compared with the running policy\n",
+                 path.c_str());
+    return kExitFailure;
+  }
+  std::fputs(ctl::renderDiff(*diff, path).c_str(), stdout);
+  return changed ? kExitFailure : kExitOk;
+}
+
+int tracePolicy(const Arguments& args, const Grammar& grammar) {
+  for (const char* required : {"--from", "--to", "--proto"}) {
+    if (!args.values.count(required)) {
+      return usageError(grammar, std::string(required) + " is required");
+    }
+  }
+  cv1::TraceRequest request;
+  request.set_from(args.value("--from"));
+  request.set_to(args.value("--to"));
+  const std::string protocol = args.value("--proto");
+  if (protocol != "tcp" && protocol != "udp" && protocol != "icmp" && protocol != "icmpv6") {
+    return usageError(grammar, "--proto " + protocol + ": expected tcp, udp or icmp");
+  }
+  request.set_protocol(protocol);
+  if (args.values.count("--port")) {
+    auto port = parseNumber(args.value("--port"), 65535);
+    if (!port) {
+      return usageError(grammar, "--port " + args.value("--port") + ": expected 0 to 65535");
+    }
+    request.set_port(*port);
+    request.set_port_set(true);
+  }
+
+  return askAgent(
+      args, [&](ctl::ControlClient& client) { return client.trace(request); }, ctl::renderTrace);
+}
+
+int showFlows(const Arguments& args, const Grammar& grammar) {
+  cv1::WatchFlowsRequest request;
+  request.set_follow(args.switches.count("--follow") > 0);
+  if (args.values.count("--verdict")) {
+    const std::string verdict = args.value("--verdict");
+    if (verdict != "allowed" && verdict != "denied" && verdict != "audit") {
+      return usageError(grammar, "--verdict " + verdict + ": expected allowed, denied or audit");
+    }
+    request.set_verdict(verdict);
+  }
+  request.set_workload(args.value("--workload"));
+  request.set_last(kDefaultLastFlows);
+  if (args.values.count("--last")) {
+    auto last = parseNumber(args.value("--last"), 1000000);
+    if (!last) {
+      return usageError(grammar, "--last " + args.value("--last") + ": expected a count");
+    }
+    request.set_last(*last);
+  }
+
+  auto client = ctl::ControlClient::connect(args.socket());
+  if (!client) {
+    return fail(client.error());
+  }
+  const bool json = args.json();
+  bool header = !json;
+  auto shown = client->watchFlows(request, [&](const ctl::FlowRecord& record) {
+    if (header) {
+      std::fputs(ctl::flowHeader().c_str(), stdout);
+      header = false;
+    }
+    if (json) {
+      std::printf("%s\n", ctl::toJson(record).dump().c_str());
+    } else {
+      std::fputs(ctl::renderFlow(record).c_str(), stdout);
+    }
+    // Followers are often piped into grep or a test: every line goes out as it comes.
+    std::fflush(stdout);
+    return !std::ferror(stdout);
+  });
+  if (!shown) {
+    return fail(shown.error());
+  }
+  if (header && !request.follow()) {
+    std::puts("no flows recorded yet that match");
+  }
+  return kExitOk;
+}
+
+int showWorkloads(const Arguments& args) {
+  return askAgent(
+      args, [](ctl::ControlClient& client) { return client.workloads(); },
+      ctl::renderWorkloads);
 }
 
 int showCounters(const std::string& pin_dir) {
   auto counters = mseg::agent::readPinnedCounters(pin_dir);
   if (!counters) {
-    std::fprintf(stderr, "microsegctl: %s\n", counters.error().message().c_str());
-    return 1;
+    return fail(counters.error());
   }
   fmt::print("policy version {}\n\n{:<44} {:<8} {:>12}\n", counters->policy_version, "RULE",
              "VERDICT", "HITS");
@@ -92,21 +386,54 @@ int showCounters(const std::string& pin_dir) {
       fmt::print("{:<44} {:>21}\n", name, counters->reasons[reason]);
     }
   }
-  return 0;
+  return kExitOk;
 }
 
 int uninstall(const std::string& pin_dir) {
   auto removed = mseg::agent::uninstallDatapath(pin_dir);
   if (!removed && removed.error().code() == ENOENT) {
     std::printf("%s\n", removed.error().message().c_str());
-    return 0;
+    return kExitOk;
   }
   if (!removed) {
-    std::fprintf(stderr, "microsegctl: %s\n", removed.error().message().c_str());
-    return 1;
+    return fail(removed.error());
   }
   std::printf("removed %s: microseg programs detached, maps unpinned\n", pin_dir.c_str());
-  return 0;
+  return kExitOk;
+}
+
+const std::set<std::string> kAgentOptions = {"--socket", "--config", "--output"};
+
+std::set<std::string> withAgentOptions(std::set<std::string> values) {
+  values.insert(kAgentOptions.begin(), kAgentOptions.end());
+  return values;
+}
+
+int runPolicyCommand(const std::vector<std::string>& args) {
+  const std::string sub = args.size() > 1 ? args[1] : "";
+  if (sub == "validate") {
+    Grammar grammar{"policy validate FILE [-o json]", {"--output"}, {}, 1};
+    auto parsed = parse(args, 2, grammar);
+    return parsed ? validatePolicy(*parsed) : kExitUsage;
+  }
+  if (sub == "diff") {
+    Grammar grammar{"policy diff FILE [-o json] [--socket PATH | --config FILE]", kAgentOptions, {}, 1};
+    auto parsed = parse(args, 2, grammar);
+    return parsed ? diffPolicy(*parsed) : kExitUsage;
+  }
+  if (sub == "trace") {
+    Grammar grammar{"policy trace --from WORKLOAD|ADDRESS --to WORKLOAD|ADDRESS "
+                    "--proto tcp|udp|icmp [--port N] [-o json] [--socket PATH | --config FILE]",
+                    withAgentOptions({"--from", "--to", "--proto", "--port"}),
+                    {},
+                    0};
+    auto parsed = parse(args, 2, grammar);
+    return parsed ? tracePolicy(*parsed, grammar) : kExitUsage;
+  }
+  std::fputs("microsegctl: usage: microsegctl policy validate|diff|trace ...; see `microsegctl "
+             "help`\n",
+             stderr);
+  return kExitUsage;
 }
 
 }  // namespace
@@ -115,23 +442,40 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "help" || args[0] == "--help") {
     std::fputs(kUsage, args.empty() ? stderr : stdout);
-    return args.empty() ? 2 : 0;
+    return args.empty() ? kExitUsage : kExitOk;
   }
-  if (args[0] == "policy") {
-    if (args.size() == 3 && args[1] == "validate") {
-      return validatePolicy(args[2]);
-    }
-    std::fputs("microsegctl: usage: microsegctl policy validate FILE\n", stderr);
-    return 2;
+  const std::string& command = args[0];
+  if (command == "policy") {
+    return runPolicyCommand(args);
   }
-  if (args[0] == "counters" || args[0] == "uninstall") {
-    auto pin_dir = pinDirArgument(args);
-    if (!pin_dir) {
-      return 2;
+  if (command == "status" || command == "workloads") {
+    Grammar grammar{command + " [-o json] [--socket PATH | --config FILE]", kAgentOptions, {},
+                    0};
+    auto parsed = parse(args, 1, grammar);
+    if (!parsed) {
+      return kExitUsage;
     }
-    return args[0] == "counters" ? showCounters(*pin_dir) : uninstall(*pin_dir);
+    return command == "status" ? showStatus(*parsed) : showWorkloads(*parsed);
+  }
+  if (command == "flows") {
+    Grammar grammar{"flows [--follow] [--verdict allowed|denied|audit] [--workload NAME] "
+                    "[--last N] [-o json] [--socket PATH | --config FILE]",
+                    withAgentOptions({"--verdict", "--workload", "--last"}),
+                    {"--follow"},
+                    0};
+    auto parsed = parse(args, 1, grammar);
+    return parsed ? showFlows(*parsed, grammar) : kExitUsage;
+  }
+  if (command == "counters" || command == "uninstall") {
+    Grammar grammar{command + " [--pin-dir DIR | --config FILE]", {"--pin-dir", "--config"}, {},
+                    0};
+    auto parsed = parse(args, 1, grammar);
+    if (!parsed) {
+      return kExitUsage;
+    }
+    return command == "counters" ? showCounters(parsed->pinDir()) : uninstall(parsed->pinDir());
   }
   std::fprintf(stderr, "microsegctl: unknown command `%s`; see `microsegctl help`\n",
-               args[0].c_str());
-  return 2;
+               command.c_str());
+  return kExitUsage;
 }

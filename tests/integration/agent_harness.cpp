@@ -59,7 +59,8 @@ Result<Subprocess> AgentHarness::launch(const std::vector<std::string>& wrapper)
   std::vector<std::string> argv = wrapper;
   argv.insert(argv.end(), {binary_, "--policy", policy_path_.string(), "--cgroup",
                            attach_cgroup_.string(), "--pin-dir", pin_dir_, "--state-dir",
-                           (work_dir_ / "state").string(), "--stats-interval", "0"});
+                           (work_dir_ / "state").string(), "--stats-interval", "0",
+                           "--control-socket", controlSocket()});
   argv.insert(argv.end(), extra_arguments_.begin(), extra_arguments_.end());
   return Subprocess::start(argv);
 }

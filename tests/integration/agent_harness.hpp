@@ -49,6 +49,8 @@ public:
   const std::filesystem::path& workDir() const { return work_dir_; }
   // Starts this microsegd binary from now on instead of the one built with the tests.
   void useBinary(std::string path) { binary_ = std::move(path); }
+  // The agent's control socket, in the work directory: tests never use /run/microseg.
+  std::string controlSocket() const { return (work_dir_ / "control.sock").string(); }
 
   // The OCSF flow records the agent has written to its flow log so far, one JSON text each.
   std::vector<std::string> flowLogLines() const;

@@ -1,0 +1,191 @@
+#include "ctl_client.hpp"
+
+#include <grp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "mseg/unique_fd.hpp"
+
+namespace mseg::ctl {
+namespace {
+
+// A policy diff carries a whole policy text one way and many path changes the other.
+constexpr int kMaxMessageBytes = 256 << 20;
+// Compiling and diffing a 100,000-rule policy takes the agent seconds on a small host.
+constexpr auto kDiffDeadline = std::chrono::seconds(120);
+constexpr auto kCallDeadline = std::chrono::seconds(30);
+
+std::string groupName(gid_t gid) {
+  group entry{};
+  group* found = nullptr;
+  std::vector<char> buffer(16384);
+  if (getgrgid_r(gid, &entry, buffer.data(), buffer.size(), &found) == 0 && found != nullptr) {
+    return found->gr_name;
+  }
+  return std::to_string(gid);
+}
+
+Error noAgent(const std::string& path) {
+  return Error(ENOENT, "no agent at " + path + " (is microsegd running? --socket to choose another)");
+}
+
+// `gid` owns what refused us: the socket, or the directory it lies in.
+Error permissionDenied(const std::string& path, gid_t gid) {
+  if (gid == 0) {
+    return Error(EACCES, "permission denied on " + path +
+                             ": run as root (the agent lets no group in; start it with "
+                             "--control-group GROUP to allow one)");
+  }
+  return Error(EACCES, "permission denied on " + path + ": run as root or as a member of group " +
+                           groupName(gid));
+}
+
+Error deniedWithDirectoryGroup(const std::string& path) {
+  struct stat directory {};
+  const auto parent = std::filesystem::path(path).parent_path();
+  if (stat(parent.c_str(), &directory) == 0) {
+    return permissionDenied(path, directory.st_gid);
+  }
+  return Error::fromErrno(EACCES, "cannot reach " + path);
+}
+
+void setDeadline(grpc::ClientContext& context, std::chrono::seconds after) {
+  context.set_deadline(std::chrono::system_clock::now() + after);
+}
+
+}  // namespace
+
+Status checkControlSocket(const std::string& socket_path) {
+  struct stat info {};
+  if (stat(socket_path.c_str(), &info) != 0) {
+    if (errno == ENOENT || errno == ENOTDIR) {
+      return noAgent(socket_path);
+    }
+    if (errno == EACCES) {
+      return deniedWithDirectoryGroup(socket_path);
+    }
+    return Error::fromErrno(errno, "cannot reach " + socket_path);
+  }
+  if (!S_ISSOCK(info.st_mode)) {
+    return Error(ENOTSOCK, socket_path + " is not a socket: give the agent's control socket with "
+                                         "--socket");
+  }
+
+  sockaddr_un address{};
+  if (socket_path.size() >= sizeof(address.sun_path)) {
+    return Error::invalid("socket path " + socket_path + " is too long for a Unix socket");
+  }
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, socket_path.c_str(), sizeof(address.sun_path) - 1);
+  UniqueFd probe(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!probe) {
+    return Error::fromErrno(errno, "create a Unix socket");
+  }
+  if (connect(probe.get(), reinterpret_cast<const sockaddr*>(&address), sizeof(address)) == 0) {
+    return {};
+  }
+  if (errno == EACCES || errno == EPERM) {
+    return permissionDenied(socket_path, info.st_gid);
+  }
+  if (errno == ECONNREFUSED) {
+    return noAgent(socket_path);
+  }
+  return Error::fromErrno(errno, "connect to " + socket_path);
+}
+
+Result<ControlClient> ControlClient::connect(const std::string& socket_path) {
+  if (auto usable = checkControlSocket(socket_path); !usable) {
+    return usable.error();
+  }
+  ControlClient client(socket_path);
+  grpc::ChannelArguments arguments;
+  arguments.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  arguments.SetMaxSendMessageSize(kMaxMessageBytes);
+  auto channel = grpc::CreateCustomChannel("unix:" + socket_path,
+                                           grpc::InsecureChannelCredentials(), arguments);
+  client.stub_ = cv1::Control::NewStub(channel);
+  return client;
+}
+
+Error ControlClient::callError(const grpc::Status& status) const {
+  switch (status.error_code()) {
+    case grpc::StatusCode::UNAVAILABLE:  // the agent stopped between the check and the call
+      return noAgent(socket_path_);
+    case grpc::StatusCode::FAILED_PRECONDITION:  // the agent has not applied a policy yet
+      return Error(EAGAIN, status.error_message());
+    case grpc::StatusCode::NOT_FOUND:
+      return Error(ENOENT, status.error_message());
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return Error(EINVAL, status.error_message());
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return Error(ETIMEDOUT, "the agent at " + socket_path_ + " did not answer in time");
+    default:
+      return Error(EIO, "the agent at " + socket_path_ + " failed the call: " +
+                            status.error_message());
+  }
+}
+
+template <typename Reply, typename Request, typename Method>
+Result<Reply> ControlClient::call(Method method, const Request& request,
+                                  std::chrono::seconds deadline) {
+  grpc::ClientContext context;
+  setDeadline(context, deadline);
+  Reply reply;
+  if (auto status = (stub_.get()->*method)(&context, request, &reply); !status.ok()) {
+    return callError(status);
+  }
+  return reply;
+}
+
+Result<cv1::AgentStatus> ControlClient::status() {
+  return call<cv1::AgentStatus>(&cv1::Control::Stub::GetStatus, cv1::GetStatusRequest{},
+                                kCallDeadline);
+}
+
+Result<cv1::PolicyDiff> ControlClient::diffPolicy(const std::string& policy_text,
+                                                  const std::string& source) {
+  cv1::DiffPolicyRequest request;
+  request.set_policy_text(policy_text);
+  request.set_source_name(source);
+  return call<cv1::PolicyDiff>(&cv1::Control::Stub::DiffPolicy, request, kDiffDeadline);
+}
+
+Result<cv1::Trace> ControlClient::trace(const cv1::TraceRequest& request) {
+  return call<cv1::Trace>(&cv1::Control::Stub::TracePolicy, request, kCallDeadline);
+}
+
+Result<cv1::WorkloadList> ControlClient::workloads() {
+  return call<cv1::WorkloadList>(&cv1::Control::Stub::ListWorkloads,
+                                 cv1::ListWorkloadsRequest{}, kCallDeadline);
+}
+
+Status ControlClient::watchFlows(const cv1::WatchFlowsRequest& request,
+                                 const std::function<bool(const FlowRecord&)>& each) {
+  grpc::ClientContext context;
+  if (!request.follow()) {
+    setDeadline(context, kCallDeadline);
+  }
+  auto reader = stub_->WatchFlows(&context, request);
+  FlowRecord record;
+  while (reader->Read(&record)) {
+    if (!each(record)) {
+      context.TryCancel();
+      break;
+    }
+  }
+  auto status = reader->Finish();
+  if (!status.ok() && status.error_code() != grpc::StatusCode::CANCELLED) {
+    return callError(status);
+  }
+  return {};
+}
+
+}  // namespace mseg::ctl

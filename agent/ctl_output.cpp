@@ -1,0 +1,498 @@
+#include "ctl_output.hpp"
+
+#include <arpa/inet.h>
+#include <time.h>
+
+#include <algorithm>
+#include <map>
+#include <vector>
+
+#include <fmt/format.h>
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/reflection.h>
+
+namespace mseg::ctl {
+namespace {
+
+namespace pb = google::protobuf;
+namespace tv1 = microseg::telemetry::v1;
+
+// Status shows every rule up to this many; past it, the busiest ones (`counters` lists all).
+constexpr int kStatusRulesShown = 30;
+
+// Columns padded to the widest cell; the last column is not padded.
+class Table {
+public:
+  explicit Table(std::vector<std::string> header) { rows_.push_back(std::move(header)); }
+  void add(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
+  size_t size() const { return rows_.size() - 1; }
+
+  std::string render(const std::string& indent = "") const {
+    std::vector<size_t> widths;
+    for (const auto& row : rows_) {
+      widths.resize(std::max(widths.size(), row.size()), 0);
+      for (size_t i = 0; i < row.size(); i++) {
+        widths[i] = std::max(widths[i], row[i].size());
+      }
+    }
+    std::string text;
+    for (const auto& row : rows_) {
+      std::string line = indent;
+      for (size_t i = 0; i < row.size(); i++) {
+        line += i + 1 < row.size() ? fmt::format("{:<{}}  ", row[i], widths[i]) : row[i];
+      }
+      while (!line.empty() && line.back() == ' ') {
+        line.pop_back();
+      }
+      text += line + "\n";
+    }
+    return text;
+  }
+
+private:
+  std::vector<std::vector<std::string>> rows_;
+};
+
+std::string localTime(uint64_t unix_nano, const char* format) {
+  if (unix_nano == 0) {
+    return "-";
+  }
+  const time_t seconds = static_cast<time_t>(unix_nano / 1000000000ull);
+  tm local{};
+  localtime_r(&seconds, &local);
+  char text[64] = {};
+  strftime(text, sizeof(text), format, &local);
+  return text;
+}
+
+std::string dateTime(uint64_t unix_nano) { return localTime(unix_nano, "%Y-%m-%d %H:%M:%S %Z"); }
+
+std::string shortHash(const std::string& hash) { return hash.substr(0, 12); }
+
+std::string labelsText(const google::protobuf::Map<std::string, std::string>& labels) {
+  std::map<std::string, std::string> sorted(labels.begin(), labels.end());
+  std::vector<std::string> pairs;
+  for (const auto& [key, value] : sorted) {
+    pairs.push_back(key + "=" + value);
+  }
+  return pairs.empty() ? "-" : fmt::format("{}", fmt::join(pairs, ","));
+}
+
+// The value of an enum in the words tables use: VERDICT_ALLOW is "allow", FLOW_EVENT_END "end".
+std::string enumWord(const pb::EnumValueDescriptor* value) {
+  if (value == nullptr) {
+    return "unknown";
+  }
+  const pb::EnumDescriptor* type = value->type();
+  std::string prefix;
+  if (const auto* unspecified = type->FindValueByNumber(0)) {
+    const std::string& name = unspecified->name();
+    if (name.size() > 11 && name.compare(name.size() - 11, 11, "UNSPECIFIED") == 0) {
+      prefix = name.substr(0, name.size() - 11);
+    }
+  }
+  std::string word = value->name();
+  if (!prefix.empty() && word.rfind(prefix, 0) == 0) {
+    word = word.substr(prefix.size());
+  }
+  std::transform(word.begin(), word.end(), word.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return word;
+}
+
+nlohmann::ordered_json fieldValue(const pb::Message& message, const pb::FieldDescriptor* field,
+                          int index) {
+  const pb::Reflection* reflection = message.GetReflection();
+  const bool repeated = field->is_repeated();
+  switch (field->cpp_type()) {
+    case pb::FieldDescriptor::CPPTYPE_INT32:
+      return repeated ? reflection->GetRepeatedInt32(message, field, index)
+                      : reflection->GetInt32(message, field);
+    case pb::FieldDescriptor::CPPTYPE_INT64:
+      return repeated ? reflection->GetRepeatedInt64(message, field, index)
+                      : reflection->GetInt64(message, field);
+    case pb::FieldDescriptor::CPPTYPE_UINT32:
+      return repeated ? reflection->GetRepeatedUInt32(message, field, index)
+                      : reflection->GetUInt32(message, field);
+    case pb::FieldDescriptor::CPPTYPE_UINT64:
+      return repeated ? reflection->GetRepeatedUInt64(message, field, index)
+                      : reflection->GetUInt64(message, field);
+    case pb::FieldDescriptor::CPPTYPE_DOUBLE:
+      return repeated ? reflection->GetRepeatedDouble(message, field, index)
+                      : reflection->GetDouble(message, field);
+    case pb::FieldDescriptor::CPPTYPE_FLOAT:
+      return repeated ? reflection->GetRepeatedFloat(message, field, index)
+                      : reflection->GetFloat(message, field);
+    case pb::FieldDescriptor::CPPTYPE_BOOL:
+      return repeated ? reflection->GetRepeatedBool(message, field, index)
+                      : reflection->GetBool(message, field);
+    case pb::FieldDescriptor::CPPTYPE_ENUM: {
+      int number = repeated ? reflection->GetRepeatedEnumValue(message, field, index)
+                            : reflection->GetEnumValue(message, field);
+      const auto* value = field->enum_type()->FindValueByNumber(number);
+      return value != nullptr ? nlohmann::ordered_json(enumWord(value))
+                              : nlohmann::ordered_json(number);
+    }
+    case pb::FieldDescriptor::CPPTYPE_STRING: {
+      std::string text = repeated ? reflection->GetRepeatedString(message, field, index)
+                                  : reflection->GetString(message, field);
+      // The only bytes fields are addresses.
+      if (field->type() == pb::FieldDescriptor::TYPE_BYTES) {
+        return text.empty() ? "" : addressText(text);
+      }
+      return text;
+    }
+    case pb::FieldDescriptor::CPPTYPE_MESSAGE:
+      return toJson(repeated ? reflection->GetRepeatedMessage(message, field, index)
+                             : reflection->GetMessage(message, field));
+  }
+  return nullptr;
+}
+
+// A map field is a repeated message of (key, value) entries.
+nlohmann::ordered_json mapValue(const pb::Message& message, const pb::FieldDescriptor* field) {
+  nlohmann::ordered_json object = nlohmann::ordered_json::object();
+  const pb::Reflection* reflection = message.GetReflection();
+  for (int i = 0; i < reflection->FieldSize(message, field); i++) {
+    const pb::Message& entry = reflection->GetRepeatedMessage(message, field, i);
+    const pb::Descriptor* type = entry.GetDescriptor();
+    object[fieldValue(entry, type->FindFieldByName("key"), 0).get<std::string>()] =
+        fieldValue(entry, type->FindFieldByName("value"), 0);
+  }
+  return object;
+}
+
+std::string protocolName(uint32_t protocol) {
+  switch (protocol) {
+    case 6: return "tcp";
+    case 17: return "udp";
+    case 1: return "icmp";
+    case 58: return "icmpv6";
+    default: return fmt::format("proto {}", protocol);
+  }
+}
+
+std::string portRange(const cv1::PathChange& path) {
+  const std::string& protocol = path.protocol();
+  if (protocol == "any" || protocol == "other") {
+    return protocol == "any" ? "any traffic" : "other protocols";
+  }
+  const bool icmp = protocol == "icmp" || protocol == "icmpv6";
+  const uint32_t last_possible = icmp ? 255 : 65535;
+  if (path.first_port() == 0 && path.last_port() == last_possible) {
+    return protocol + (icmp ? " any type" : " any port");
+  }
+  std::string range = path.first_port() == path.last_port()
+                          ? std::to_string(path.first_port())
+                          : fmt::format("{}-{}", path.first_port(), path.last_port());
+  return icmp ? protocol + " type " + range : protocol + "/" + range;
+}
+
+std::string verdictByRule(const std::string& verdict, const std::string& rule) {
+  if (rule.empty()) {
+    return verdict;
+  }
+  return rule.front() == '(' ? verdict + " " + rule : verdict + " (" + rule + ")";
+}
+
+void appendRuleCounters(const cv1::AgentStatus& status, std::string& text) {
+  std::map<std::string, uint64_t> totals = {{"allow", 0}, {"deny", 0}, {"audit", 0}};
+  for (const auto& rule : status.rules()) {
+    totals[rule.verdict()] += rule.hits();
+  }
+  text += fmt::format("\nverdicts       allow {}, deny {}, audit (would deny) {}\n",
+                      totals["allow"], totals["deny"], totals["audit"]);
+
+  std::vector<const cv1::RuleCounter*> rules;
+  for (const auto& rule : status.rules()) {
+    rules.push_back(&rule);
+  }
+  const bool all = rules.size() <= kStatusRulesShown;
+  if (!all) {
+    std::stable_sort(rules.begin(), rules.end(), [](const auto* a, const auto* b) {
+      return a->hits() > b->hits();
+    });
+    rules.resize(kStatusRulesShown);
+  }
+  Table table({"RULE", "VERDICT", "HITS"});
+  for (const auto* rule : rules) {
+    table.add({rule->rule(), rule->verdict(), std::to_string(rule->hits())});
+  }
+  text += "\n" + table.render();
+  if (!all) {
+    text += fmt::format("({} busiest of {} rules; `microsegctl counters` lists all)\n",
+                        kStatusRulesShown, status.rules_size());
+  }
+}
+
+void appendDrops(const cv1::AgentStatus& status, std::string& text) {
+  Table table({"DATAPATH OUTCOMES AND DROPS", "COUNT"});
+  for (const auto& reason : status.reasons()) {
+    table.add({reason.reason(), std::to_string(reason.count())});
+  }
+  const auto& exporter = status.exporter();
+  table.add({"flow_log_write_failed", std::to_string(exporter.records_dropped())});
+  if (!exporter.collector().empty()) {
+    table.add({"spool_dropped", std::to_string(exporter.spool_dropped())});
+  }
+  text += "\n" + table.render();
+}
+
+std::string exporterText(const cv1::ExporterState& exporter) {
+  std::vector<std::string> lines;
+  if (!exporter.flow_log().empty()) {
+    lines.push_back("flow log " + exporter.flow_log());
+  }
+  if (!exporter.collector().empty()) {
+    lines.push_back(fmt::format("collector {} {}, {} records spooled", exporter.collector(),
+                                exporter.collector_connected() ? "connected" : "NOT connected",
+                                exporter.spool_records()));
+  }
+  lines.push_back(fmt::format("{} records exported", exporter.records_exported()));
+  return fmt::format("{}", fmt::join(lines, "; "));
+}
+
+}  // namespace
+
+nlohmann::ordered_json toJson(const pb::Message& message) {
+  nlohmann::ordered_json object = nlohmann::ordered_json::object();
+  const pb::Descriptor* type = message.GetDescriptor();
+  const pb::Reflection* reflection = message.GetReflection();
+  for (int i = 0; i < type->field_count(); i++) {
+    const pb::FieldDescriptor* field = type->field(i);
+    if (field->is_map()) {
+      object[field->name()] = mapValue(message, field);
+    } else if (field->is_repeated()) {
+      nlohmann::ordered_json array = nlohmann::ordered_json::array();
+      for (int j = 0; j < reflection->FieldSize(message, field); j++) {
+        array.push_back(fieldValue(message, field, j));
+      }
+      object[field->name()] = array;
+    } else if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE &&
+               !reflection->HasField(message, field)) {
+      object[field->name()] = nullptr;
+    } else {
+      object[field->name()] = fieldValue(message, field, 0);
+    }
+  }
+  return object;
+}
+
+std::string addressText(const std::string& bytes) {
+  char text[INET6_ADDRSTRLEN] = {};
+  if (bytes.size() == 4 && inet_ntop(AF_INET, bytes.data(), text, sizeof(text)) != nullptr) {
+    return text;
+  }
+  if (bytes.size() == 16 && inet_ntop(AF_INET6, bytes.data(), text, sizeof(text)) != nullptr) {
+    return text;
+  }
+  std::string hex;
+  for (unsigned char c : bytes) {
+    hex += fmt::format("{:02x}", c);
+  }
+  return hex;
+}
+
+std::string renderStatus(const cv1::AgentStatus& status) {
+  std::string text;
+  text += fmt::format("agent          microsegd {} (pid {}, started {})\n", status.agent_version(),
+                      status.pid(), dateTime(status.started_unix_nano()));
+  text += fmt::format("attach cgroup  {}\n", status.attach_cgroup());
+  text += fmt::format("pin dir        {}\n", status.pin_dir());
+  text += fmt::format("policy         {}\n", status.policy_file());
+  text += fmt::format("               version {}, sha256 {}, {} rules, {} workload cgroups\n",
+                      status.policy_version(), shortHash(status.policy_hash()),
+                      status.rule_count(), status.workload_cgroups());
+  if (status.has_last_reload()) {
+    const auto& reload = status.last_reload();
+    text += fmt::format("last reload    {} at {}", reload.result(), dateTime(reload.time_unix_nano()));
+    if (reload.result() != "applied") {
+      text += fmt::format(": version {} keeps enforcing", status.policy_version());
+    }
+    text += "\n";
+  }
+  text += fmt::format("last error     {}\n",
+                      status.last_error().empty()
+                          ? "none"
+                          : dateTime(status.last_error_unix_nano()) + ": " + status.last_error());
+  text += fmt::format("exporter       {}\n", exporterText(status.exporter()));
+
+  Table segments({"SEGMENT", "MODE", "RULES"});
+  for (const auto& segment : status.segments()) {
+    segments.add({segment.name(), segment.mode(), std::to_string(segment.rules())});
+  }
+  text += "\n" + segments.render();
+  if (!status.counters_error().empty()) {
+    text += "\ncounters unavailable: " + status.counters_error() + "\n";
+    return text;
+  }
+  appendRuleCounters(status, text);
+  appendDrops(status, text);
+  return text;
+}
+
+std::string renderDiff(const cv1::PolicyDiff& diff, const std::string& file) {
+  std::string text = fmt::format("running policy version {} (sha256 {}) -> {} (sha256 {})\n",
+                                 diff.running_version(), shortHash(diff.running_hash()), file,
+                                 shortHash(diff.new_hash()));
+  if (diff.rules_size() == 0 && diff.paths_size() == 0) {
+    return text + "no changes: both enforce the same verdicts\n";
+  }
+  if (diff.rules_size() > 0) {
+    Table rules({"RULE", "CHANGE", "VERDICT", "WHERE", "DETAIL"});
+    for (const auto& rule : diff.rules()) {
+      std::string verdict = rule.change() == "added"     ? rule.new_verdict()
+                            : rule.change() == "removed" ? rule.old_verdict()
+                            : rule.old_verdict() == rule.new_verdict()
+                                ? rule.new_verdict()
+                                : rule.old_verdict() + " -> " + rule.new_verdict();
+      rules.add({rule.rule(), rule.change(), verdict, rule.location(), rule.detail()});
+    }
+    text += "\n" + rules.render();
+  }
+  if (diff.paths_size() > 0) {
+    Table paths({"PATH", "WORKLOAD", "DIRECTION", "PEER", "TRAFFIC", "BEFORE", "AFTER"});
+    for (const auto& path : diff.paths()) {
+      paths.add({path.change(), path.workload(), path.direction(), path.peer(), portRange(path),
+                 verdictByRule(path.old_verdict(), path.old_rule()),
+                 verdictByRule(path.new_verdict(), path.new_rule())});
+    }
+    text += "\n" + paths.render();
+    if (diff.paths_truncated()) {
+      text += fmt::format("(only the first {} path changes are shown)\n", diff.paths_size());
+    }
+  }
+  return text;
+}
+
+std::string renderTrace(const cv1::Trace& trace) {
+  std::string text;
+  text += fmt::format("verdict    {}\n", trace.verdict());
+  if (!trace.rule().empty()) {
+    text += fmt::format("rule       {}{}\n", trace.rule(),
+                        trace.rule_location().empty() ? "" : " (" + trace.rule_location() + ")");
+  }
+  text += fmt::format("why        {}\n", trace.explanation());
+  const bool egress = trace.direction() == "egress";
+  const std::string workload = trace.workload();
+  const std::string peer = trace.address() + " (" + trace.peer() + ")";
+  const std::string traffic = trace.protocol() == "tcp" || trace.protocol() == "udp"
+                                  ? fmt::format("{}/{}", trace.protocol(), trace.port())
+                                  : fmt::format("{} type {}", trace.protocol(), trace.port());
+  text += fmt::format("path       {} -> {}, {} {}\n", egress ? workload : peer,
+                      egress ? peer : workload, trace.direction(), traffic);
+  text += fmt::format("cgroups    {}\n", trace.workload_cgroups_size() == 0
+                                           ? "none on this host"
+                                           : fmt::format("{}", fmt::join(trace.workload_cgroups(),
+                                                                         ", ")));
+  text += fmt::format("policy     version {}\n", trace.policy_version());
+  return text;
+}
+
+std::string renderWorkloads(const cv1::WorkloadList& list) {
+  std::map<std::string, const cv1::WorkloadInfo*> workloads;
+  for (const auto& workload : list.workloads()) {
+    workloads[workload.name()] = &workload;
+  }
+  auto users = [](const cv1::WorkloadInfo& workload) {
+    std::vector<std::string> names;
+    for (uint32_t uid : workload.uids()) {
+      names.push_back(std::to_string(uid));
+    }
+    for (const auto& user : workload.unresolved_users()) {
+      names.push_back(user + " (unknown here)");
+    }
+    return names.empty() ? std::string("any") : fmt::format("{}", fmt::join(names, ","));
+  };
+
+  Table selected({"CGROUP", "WORKLOAD", "USERS", "LABELS", "EGRESS", "INGRESS"});
+  std::vector<std::string> unselected;
+  std::map<std::string, bool> runs_here;
+  bool inherited = false;
+  for (const auto& cgroup : list.cgroups()) {
+    const std::string path = cgroup.cgroup().empty() ? "(attach cgroup)" : cgroup.cgroup();
+    auto found = workloads.find(cgroup.workload());
+    if (cgroup.workload().empty() || found == workloads.end()) {
+      unselected.push_back(path);
+      continue;
+    }
+    const cv1::WorkloadInfo& workload = *found->second;
+    runs_here[workload.name()] = true;
+    inherited = inherited || cgroup.inherited();
+    selected.add({path, workload.name() + (cgroup.inherited() ? " *" : ""), users(workload),
+                  labelsText(workload.labels()), workload.egress(), workload.ingress()});
+  }
+
+  std::string text = "attach cgroup " + list.attach_cgroup() + "\n\n" + selected.render();
+  if (inherited) {
+    text += "* from a parent cgroup: the kernel gives a cgroup its nearest selected ancestor's "
+            "workload\n";
+  }
+  Table elsewhere({"WORKLOAD WITHOUT A CGROUP HERE", "SELECTS", "USERS"});
+  for (const auto& [name, workload] : workloads) {
+    if (!runs_here.count(name)) {
+      elsewhere.add({name,
+                     workload->cgroup_patterns_size() == 0
+                         ? "any cgroup, by user"
+                         : fmt::format("{}", fmt::join(workload->cgroup_patterns(), ", ")),
+                     users(*workload)});
+    }
+  }
+  if (elsewhere.size() > 0) {
+    text += "\n" + elsewhere.render();
+  }
+  text += "\nCGROUPS NO WORKLOAD SELECTS (their traffic is not judged)\n";
+  for (const auto& path : unselected) {
+    text += path + "\n";
+  }
+  if (unselected.empty()) {
+    text += "(none)\n";
+  }
+  return text;
+}
+
+std::string flowHeader() {
+  return fmt::format("{:<12}  {:<6}  {:<7}  {:<16}  {:<9}  {:<34}  {:<12}  {:<32}  {}\n", "TIME",
+                     "EVENT", "VERDICT", "WORKLOAD", "DIRECTION", "PEER", "TRAFFIC", "RULE",
+                     "DETAIL");
+}
+
+std::string renderFlow(const FlowRecord& record) {
+  const bool egress = record.direction() == tv1::DIRECTION_EGRESS;
+  const std::string protocol = protocolName(record.protocol());
+  std::string traffic;
+  if (record.protocol() == 1 || record.protocol() == 58) {
+    // ICMP types travel in the originator's port field.
+    traffic = fmt::format("{}/{}", protocol, egress ? record.local_port() : record.peer_port());
+  } else {
+    traffic = fmt::format("{}/{}", protocol, egress ? record.peer_port() : record.local_port());
+  }
+  std::string peer = addressText(record.peer_address());
+  if (!record.peer().name().empty()) {
+    peer += " " + record.peer().name();
+  }
+  std::string detail;
+  switch (record.event()) {
+    case tv1::FLOW_EVENT_END:
+      detail = fmt::format("out {} B, in {} B, {} ms", record.bytes_out(), record.bytes_in(),
+                           record.duration_nano() / 1000000);
+      break;
+    case tv1::FLOW_EVENT_DENIED:
+      detail = fmt::format("{} attempt{}", record.attempts(), record.attempts() == 1 ? "" : "s");
+      break;
+    default:
+      detail = fmt::format("pid {} {}", record.workload().pid(), record.workload().command());
+      break;
+  }
+  const std::string time = localTime(record.time_unix_nano(), "%H:%M:%S") +
+                           fmt::format(".{:03}", record.time_unix_nano() / 1000000 % 1000);
+  const std::string workload =
+      record.workload().name().empty() ? "(unmanaged)" : record.workload().name();
+  return fmt::format("{:<12}  {:<6}  {:<7}  {:<16}  {:<9}  {:<34}  {:<12}  {:<32}  {}\n", time,
+                     enumWord(tv1::FlowEvent_descriptor()->FindValueByNumber(record.event())),
+                     enumWord(tv1::Verdict_descriptor()->FindValueByNumber(record.verdict())),
+                     workload, egress ? "egress" : "ingress", peer, traffic, record.rule(),
+                     detail);
+}
+
+}  // namespace mseg::ctl
