@@ -212,13 +212,13 @@ struct ControlServer::Service final : cv1::Control::Service {
     policy::Diagnostics diagnostics;
     const std::string source = request->source_name().empty() ? "policy" : request->source_name();
     auto proposed = policy::loadPolicyText(request->policy_text(), source, diagnostics);
-    for (const auto& found : diagnostics.all()) {
+    for (const auto* found : diagnostics.sorted()) {
       auto* diagnostic = reply->add_diagnostics();
-      diagnostic->set_severity(found.severity == policy::Severity::Error ? "error" : "warning");
-      diagnostic->set_file(found.source);
-      diagnostic->set_line(found.position.line);
-      diagnostic->set_column(found.position.column);
-      diagnostic->set_message(found.message);
+      diagnostic->set_severity(found->severity == policy::Severity::Error ? "error" : "warning");
+      diagnostic->set_file(found->source);
+      diagnostic->set_line(found->position.line);
+      diagnostic->set_column(found->position.column);
+      diagnostic->set_message(found->message);
     }
     reply->set_valid(proposed.ok());
     reply->set_running_version(snapshot.policy_version);

@@ -198,7 +198,8 @@ int validatePolicy(const Arguments& args) {
                              {"errors", diagnostics.errorCount()},
                              {"warnings", diagnostics.warningCount()},
                              {"diagnostics", nlohmann::ordered_json::array()}};
-    for (const auto& diagnostic : diagnostics.all()) {
+    for (const auto* found : diagnostics.sorted()) {
+      const auto& diagnostic = *found;
       report["diagnostics"].push_back(
           {{"severity", diagnostic.severity == mseg::policy::Severity::Error ? "error"
                                                                               : "warning"},
@@ -338,7 +339,13 @@ int showFlows(const Arguments& args, const Grammar& grammar) {
     return fail(client.error());
   }
   const bool json = args.json();
+  // A follower shows the header at once, so whoever watches sees it is connected.
   bool header = !json;
+  if (header && request.follow()) {
+    std::fputs(ctl::flowHeader().c_str(), stdout);
+    std::fflush(stdout);
+    header = false;
+  }
   auto shown = client->watchFlows(request, [&](const ctl::FlowRecord& record) {
     if (header) {
       std::fputs(ctl::flowHeader().c_str(), stdout);

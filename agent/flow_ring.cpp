@@ -1,5 +1,7 @@
 #include "flow_ring.hpp"
 
+#include <algorithm>
+
 namespace mseg::agent {
 
 void FlowRing::push(FlowRecord&& record) {

@@ -3,6 +3,7 @@
 // memory; what falls out of the ring is still in the flow log or the spool.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>

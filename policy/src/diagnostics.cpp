@@ -24,7 +24,7 @@ void Diagnostics::warning(std::string_view source, Position position, std::strin
   items_.push_back({Severity::Warning, std::string(source), position, std::move(message)});
 }
 
-std::string Diagnostics::format() const {
+std::vector<const Diagnostic*> Diagnostics::sorted() const {
   std::vector<const Diagnostic*> sorted;
   sorted.reserve(items_.size());
   for (const auto& item : items_) {
@@ -34,9 +34,12 @@ std::string Diagnostics::format() const {
     return std::tie(a->source, a->position.line, a->position.column) <
            std::tie(b->source, b->position.line, b->position.column);
   });
+  return sorted;
+}
 
+std::string Diagnostics::format() const {
   std::string text;
-  for (const auto* item : sorted) {
+  for (const auto* item : sorted()) {
     text += item->toString();
     text += '\n';
   }

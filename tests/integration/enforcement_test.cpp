@@ -346,6 +346,8 @@ TEST_F(EnforcementPrivilegedTest, ServesVerdictCountersAsPrometheusMetrics) {
 TEST_F(EnforcementPrivilegedTest, SecondAgentOnTheSamePinDirectoryIsRefused) {
   serveTcp(7002);
   startAgent();
+  // Its own control socket, so the pin directory is what it is refused for.
+  agent_->addArguments({"--control-socket", (agent_->workDir() / "second.sock").string()});
 
   auto second = agent_->launch();
   ASSERT_TRUE(second);
@@ -369,7 +371,8 @@ TEST_F(EnforcementPrivilegedTest, WrongCgroupForPinnedStateChangesNothing) {
   auto started = Subprocess::start({MSEG_MICROSEGD, "--policy", agent_->policyPath().string(),
                                     "--cgroup", cgroup_->path("other.scope").string(),
                                     "--pin-dir", agent_->pinDir(), "--state-dir",
-                                    (agent_->workDir() / "wrong-state").string()});
+                                    (agent_->workDir() / "wrong-state").string(),
+                                    "--control-socket", agent_->controlSocket()});
   ASSERT_TRUE(started);
   auto status = started->wait(20s);
 

@@ -1,10 +1,14 @@
 // microsegctl as CI pipelines and operators call it: exit codes and what it prints.
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "support/subprocess.hpp"
 
@@ -50,6 +54,92 @@ TEST_F(MicrosegctlTest, MissingFileExitsOneWithTheCause) {
   ASSERT_TRUE(run);
   EXPECT_EQ(run->status, 1);
   EXPECT_NE(run->err.find("No such file or directory"), std::string::npos) << run->err;
+}
+
+TEST_F(MicrosegctlTest, ValidateAsJsonListsDiagnosticsWithTheirPlace) {
+  auto path = writePolicy("version: 1\nsegments:\n  - name: s\n    mode: enforcing\n");
+
+  auto run = runCommand({MSEG_MICROSEGCTL, "policy", "validate", path, "-o", "json"});
+
+  ASSERT_TRUE(run);
+  EXPECT_EQ(run->status, 1);
+  auto report = nlohmann::json::parse(run->out);
+  EXPECT_EQ(report["valid"], false);
+  EXPECT_EQ(report["errors"], 2);
+  EXPECT_EQ(report["diagnostics"][0]["location"], path + ":3:5");
+  EXPECT_EQ(report["diagnostics"][1]["location"], path + ":4:11");
+  EXPECT_EQ(report["diagnostics"][1]["severity"], "error");
+  EXPECT_EQ(report["diagnostics"][1]["line"], 4);
+  EXPECT_EQ(report["diagnostics"][1]["message"],
+            "invalid mode `enforcing`; expected one of: enforce, audit");
+  EXPECT_EQ(report["diagnostics"][0]["message"], "a segment is missing required field `rules`");
+}
+
+TEST_F(MicrosegctlTest, ValidateAsJsonSummarisesAValidPolicy) {
+  auto run = runCommand({MSEG_MICROSEGCTL, "policy", "validate", MSEG_EXAMPLE_POLICY, "-o", "json"});
+
+  ASSERT_TRUE(run);
+  EXPECT_EQ(run->status, 0) << run->err;
+  auto report = nlohmann::json::parse(run->out);
+  EXPECT_EQ(report["valid"], true);
+  EXPECT_EQ(report["summary"]["rules"], 10);
+  EXPECT_EQ(report["summary"]["workloads"], 4);
+}
+
+TEST_F(MicrosegctlTest, NoAgentAtTheSocketSaysSoAndHowToChooseAnother) {
+  for (const char* command : {"status", "workloads"}) {
+    auto run = runCommand({MSEG_MICROSEGCTL, command, "--socket", "/nonexistent/microsegd.sock"});
+
+    ASSERT_TRUE(run);
+    EXPECT_EQ(run->status, 1);
+    EXPECT_EQ(run->err, "microsegctl: no agent at /nonexistent/microsegd.sock (is microsegd "
+                        "running? --socket to choose another)\n");
+  }
+}
+
+// A socket file nobody listens on, as a killed agent leaves it.
+TEST_F(MicrosegctlTest, StaleSocketIsNoAgent) {
+  const std::string path = policy_ + ".sock";
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, path.c_str(), sizeof(address.sun_path) - 1);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  close(fd);
+
+  auto run = runCommand({MSEG_MICROSEGCTL, "flows", "--socket", path});
+
+  std::filesystem::remove(path);
+  ASSERT_TRUE(run);
+  EXPECT_EQ(run->status, 1);
+  EXPECT_EQ(run->err, "microsegctl: no agent at " + path +
+                          " (is microsegd running? --socket to choose another)\n");
+}
+
+TEST_F(MicrosegctlTest, MalformedAgentCommandsExitTwoBeforeAskingTheAgent) {
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"status", "-o", "yaml"},
+           {"status", "--socket"},
+           {"workloads", "extra"},
+           {"policy", "trace", "--from", "a", "--to", "198.18.0.1", "--port", "80"},
+           {"policy", "trace", "--from", "a", "--to", "198.18.0.1", "--proto", "sctp"},
+           {"policy", "trace", "--from", "a", "--to", "198.18.0.1", "--proto", "tcp", "--port",
+            "70000"},
+           {"policy", "trace", "--frm", "a"},
+           {"policy", "diff"},
+           {"flows", "--verdict", "dropped"},
+           {"flows", "--last", "ten"},
+           {"flows", "--follow=yes"}}) {
+    std::vector<std::string> argv = {MSEG_MICROSEGCTL};
+    argv.insert(argv.end(), args.begin(), args.end());
+    argv.insert(argv.end(), {"--socket", "/nonexistent/microsegd.sock"});
+
+    auto run = runCommand(argv);
+
+    ASSERT_TRUE(run);
+    EXPECT_EQ(run->status, 2) << args[1] << " " << run->err;
+    EXPECT_NE(run->err.find("usage: microsegctl " + args[0]), std::string::npos) << run->err;
+  }
 }
 
 TEST_F(MicrosegctlTest, MalformedCommandLinesExitTwoWithUsage) {

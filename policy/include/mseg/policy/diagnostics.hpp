@@ -42,7 +42,9 @@ public:
   size_t warningCount() const { return items_.size() - error_count_; }
   bool hasErrors() const { return error_count_ > 0; }
 
-  // Every diagnostic on its own line, ordered by source, line and column (stable otherwise).
+  // Every diagnostic, ordered by source, line and column (stable otherwise).
+  std::vector<const Diagnostic*> sorted() const;
+  // sorted(), each on its own line as Diagnostic::toString() writes it.
   std::string format() const;
 
 private:

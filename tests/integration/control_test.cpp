@@ -1,0 +1,371 @@
+// microsegctl against a running microsegd: every command that asks the agent, as an operator
+// runs it, with what it prints and its exit code, while the agent enforces between two hosts.
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "two_hosts.hpp"
+
+namespace mseg::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A policy equal to kPolicy but for the TCP ports client may use: 7002 instead of 7001.
+std::string policyWithPort7002() {
+  std::string text = kPolicy;
+  text.replace(text.find("ports: [7001, 7100-7199]"), 24, "ports: [7002, 7100-7199]");
+  return text;
+}
+
+// Whether one line of `text` holds every word, in order.
+bool hasLine(const std::string& text, const std::vector<std::string>& words) {
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    size_t at = 0;
+    bool all = true;
+    for (const auto& word : words) {
+      at = line.find(word, at);
+      if (at == std::string::npos) {
+        all = false;
+        break;
+      }
+      at += word.size();
+    }
+    if (all) {
+      return true;
+    }
+  }
+  return false;
+}
+
+class ControlPrivilegedTest : public TwoHostTest {
+protected:
+  // Runs microsegctl with `args` and the agent's --socket, prepended by `wrapper` (setpriv).
+  CommandResult ctl(std::vector<std::string> args, const std::vector<std::string>& wrapper = {}) {
+    std::vector<std::string> argv = wrapper;
+    argv.push_back(MSEG_MICROSEGCTL);
+    argv.insert(argv.end(), args.begin(), args.end());
+    argv.insert(argv.end(), {"--socket", agent_->controlSocket()});
+    auto run = runCommand(argv, 30s);
+    EXPECT_TRUE(run) << (run ? "" : run.error().message());
+    return run ? *run : CommandResult{-1, "", ""};
+  }
+
+  nlohmann::json ctlJson(std::vector<std::string> args) {
+    args.insert(args.end(), {"-o", "json"});
+    auto run = ctl(args);
+    auto parsed = nlohmann::json::parse(run.out, nullptr, false);
+    EXPECT_FALSE(parsed.is_discarded()) << run.out << run.err;
+    return parsed;
+  }
+
+  std::string writeFile(const std::string& name, const std::string& text) {
+    auto path = agent_->workDir() / name;
+    std::ofstream(path) << text;
+    return path.string();
+  }
+
+  static constexpr const char* kUnprivileged = "--reuid=65534";
+};
+
+TEST_F(ControlPrivilegedTest, StatusShowsPolicyModesCountersAndExporter) {
+  serveTcp(7001);
+  startAgent();
+  ASSERT_EQ(connectFrom(client(), kServer4, 7001), 0);
+  ASSERT_EQ(connectFrom(client(), kServer4, 7002), EPERM);
+
+  auto table = ctl({"status"});
+  auto json = ctlJson({"status"});
+
+  EXPECT_EQ(table.status, 0) << table.err;
+  EXPECT_NE(table.out.find("attach cgroup  " + cgroup_->path().string() + "\n"),
+            std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("SEGMENT  MODE     RULES\napp      enforce  6\nwatch    audit    1\n"),
+            std::string::npos) << table.out;
+  EXPECT_TRUE(hasLine(table.out, {"app/client-to-server-tcp", "allow", "2"})) << table.out;
+  EXPECT_TRUE(hasLine(table.out, {"event_lost", "0"})) << table.out;
+  EXPECT_EQ(json["pid"], agent_->process()->pid());
+  EXPECT_EQ(json["pin_dir"], agent_->pinDir());
+  EXPECT_EQ(json["policy_file"], agent_->policyPath().string());
+  EXPECT_EQ(json["policy_version"], 1);
+  EXPECT_EQ(json["policy_hash"].get<std::string>().size(), 64u);
+  EXPECT_EQ(json["rule_count"], 7);
+  EXPECT_EQ(json["segments"][1], (nlohmann::json{{"name", "watch"}, {"mode", "audit"},
+                                                 {"rules", 1}}));
+  EXPECT_EQ(json["last_reload"], nullptr);
+  EXPECT_EQ(json["last_error"], "");
+  EXPECT_NE(json["exporter"]["flow_log"].get<std::string>().find("flows.ocsf.jsonl"),
+            std::string::npos);
+}
+
+TEST_F(ControlPrivilegedTest, StatusShowsTheLastErrorOfABadReloadWhileTheOldPolicyEnforces) {
+  serveTcp(7001);
+  serveTcp(7002);
+  startAgent();
+  agent_->writePolicy("version: 1\nsegments:\n  - name: s\n    mode: enforcing\n    rules: []\n");
+  agent_->reload();
+  ASSERT_TRUE(pollUntil(10s, [&] { return !agent_->lastError().empty(); }));
+
+  auto table = ctl({"status"});
+  auto json = ctlJson({"status"});
+
+  EXPECT_EQ(table.status, 1);
+  EXPECT_NE(table.out.find("last reload    rejected at "), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find(": version 1 keeps enforcing"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find(agent_->policyPath().string() +
+                           ":4:11: error: invalid mode `enforcing`"),
+            std::string::npos) << table.out;
+  EXPECT_EQ(json["last_reload"]["result"], "rejected");
+  EXPECT_GT(json["last_error_unix_nano"].get<uint64_t>(), 0u);
+  EXPECT_EQ(json["policy_version"], 1);
+  EXPECT_EQ(connectFrom(client(), kServer4, 7001), 0);
+  EXPECT_EQ(connectFrom(client(), kServer4, 7002), EPERM);
+}
+
+TEST_F(ControlPrivilegedTest, TraceNamesTheRuleTheKernelApplies) {
+  serveTcp(7001);
+  serveTcp(7150);
+  startAgent();
+
+  auto denied = ctl({"policy", "trace", "--from", "client", "--to", kServer4, "--proto", "tcp",
+                     "--port", "7150"});
+  auto allowed = ctlJson({"policy", "trace", "--from", kClient4, "--to", "server", "--proto",
+                          "tcp", "--port", "7001"});
+
+  EXPECT_EQ(denied.status, 0) << denied.err;
+  EXPECT_NE(denied.out.find("verdict    deny\nrule       app/no-client-admin ("),
+            std::string::npos) << denied.out;
+  EXPECT_NE(denied.out.find("path       client -> 198.18.61.2 (server-host), egress tcp/7150"),
+            std::string::npos) << denied.out;
+  EXPECT_EQ(connectFrom(client(), kServer4, 7150), EPERM);
+  EXPECT_EQ(allowed["verdict"], "allow");
+  EXPECT_EQ(allowed["direction"], "ingress");
+  EXPECT_EQ(allowed["rule"], "app/client-to-server-tcp");
+  EXPECT_EQ(allowed["peer"], "client-host");
+  EXPECT_EQ(allowed["workload_cgroups"], nlohmann::json::array({"server.service"}));
+  EXPECT_EQ(connectFrom(client(), kServer4, 7001), 0);
+}
+
+TEST_F(ControlPrivilegedTest, TraceOfAnUnknownWorkloadListsTheKnownOnes) {
+  startAgent();
+
+  auto run = ctl({"policy", "trace", "--from", "clinet", "--to", kServer4, "--proto", "tcp",
+                  "--port", "7001"});
+
+  EXPECT_EQ(run.status, 1);
+  EXPECT_EQ(run.err, "microsegctl: unknown workload `clinet`: the running policy defines client, "
+                     "batch, server; or give an IP address\n");
+}
+
+TEST_F(ControlPrivilegedTest, DiffShowsTheOpenedAndClosedPathsWithoutApplyingThem) {
+  serveTcp(7001);
+  startAgent();
+  const std::string changed = writeFile("changed.yaml", policyWithPort7002());
+
+  auto table = ctl({"policy", "diff", changed});
+  auto json = ctlJson({"policy", "diff", changed});
+  auto same = ctl({"policy", "diff", agent_->policyPath().string()});
+
+  EXPECT_EQ(table.status, 1) << table.err;
+  EXPECT_TRUE(hasLine(table.out, {"app/client-to-server-tcp", "changed", "allow"})) << table.out;
+  EXPECT_TRUE(hasLine(table.out, {"closes", "client", "egress", "server-host", "tcp/7001",
+                                  "allow (app/client-to-server-tcp)", "deny (default deny)"}))
+      << table.out;
+  EXPECT_TRUE(hasLine(table.out, {"opens", "server", "ingress", "client-host", "tcp/7002"}))
+      << table.out;
+  nlohmann::json opened = {{"workload", "client"}, {"peer", "server-host"},
+                           {"direction", "egress"}, {"protocol", "tcp"},
+                           {"first_port", 7002},    {"last_port", 7002},
+                           {"old_verdict", "deny"}, {"new_verdict", "allow"},
+                           {"change", "opens"},     {"old_rule", "(default deny)"},
+                           {"new_rule", "app/client-to-server-tcp"}};
+  EXPECT_NE(std::find(json["paths"].begin(), json["paths"].end(), opened), json["paths"].end())
+      << json.dump(2);
+  EXPECT_EQ(same.status, 0);
+  EXPECT_NE(same.out.find("no changes"), std::string::npos) << same.out;
+  EXPECT_EQ(connectFrom(client(), kServer4, 7001), 0);
+}
+
+TEST_F(ControlPrivilegedTest, DiffOfAnInvalidFileShowsItsErrorsAndComparesNothing) {
+  startAgent();
+  const std::string bad = writeFile("bad.yaml", "version: 1\nsegments: 3\n");
+
+  auto run = ctl({"policy", "diff", bad});
+
+  EXPECT_EQ(run.status, 1);
+  EXPECT_NE(run.err.find(bad + ":2:11: error:"), std::string::npos) << run.err;
+  EXPECT_NE(run.err.find("was not compared with the running policy"), std::string::npos);
+  EXPECT_EQ(run.out, "");
+}
+
+TEST_F(ControlPrivilegedTest, FlowsFollowShowsAFlowMadeWhileFollowing) {
+  serveTcp(7001);
+  startAgent();
+  auto follower = Subprocess::start({MSEG_MICROSEGCTL, "flows", "--follow", "--workload",
+                                     "client", "--last", "0", "--socket",
+                                     agent_->controlSocket()});
+  ASSERT_TRUE(follower);
+  ASSERT_TRUE(pollUntil(10s, [&] {
+    (void)follower->wait(50ms);
+    return follower->out().find("TIME") != std::string::npos;
+  })) << follower->err();
+
+  ASSERT_EQ(connectFrom(client(), kServer4, 7001), 0);
+
+  EXPECT_TRUE(pollUntil(10s, [&] {
+    (void)follower->wait(50ms);
+    return hasLine(follower->out(), {"start", "allow", "client", "egress", "198.18.61.2 server-host",
+                                     "tcp/7001", "app/client-to-server-tcp"});
+  })) << follower->out() << follower->err();
+  EXPECT_TRUE(follower->running()) << follower->err();
+}
+
+TEST_F(ControlPrivilegedTest, FlowsFilterByVerdict) {
+  serveTcp(7001);
+  startAgent();
+  ASSERT_EQ(connectFrom(client(), kServer4, 7001), 0);
+  ASSERT_EQ(connectFrom(client(), kServer4, 7002), EPERM);
+
+  std::vector<nlohmann::json> denied;
+  ASSERT_TRUE(pollUntil(10s, [&] {
+    denied.clear();
+    auto run = ctl({"flows", "--verdict", "denied", "-o", "json"});
+    std::istringstream lines(run.out);
+    for (std::string line; std::getline(lines, line);) {
+      denied.push_back(nlohmann::json::parse(line));
+    }
+    return !denied.empty();
+  }));
+  auto allowed = ctl({"flows", "--verdict", "allowed"});
+
+  for (const auto& record : denied) {
+    EXPECT_EQ(record["verdict"], "deny");
+    EXPECT_EQ(record["peer_port"], 7002);
+    EXPECT_EQ(record["peer_address"], kServer4);
+    EXPECT_EQ(record["workload"]["name"], "client");
+  }
+  EXPECT_TRUE(hasLine(allowed.out, {"allow", "tcp/7001"})) << allowed.out;
+  EXPECT_EQ(allowed.out.find("tcp/7002"), std::string::npos) << allowed.out;
+}
+
+TEST_F(ControlPrivilegedTest, FlowsOfAnUnknownWorkloadListTheKnownOnes) {
+  startAgent();
+
+  auto run = ctl({"flows", "--workload", "nobody"});
+
+  EXPECT_EQ(run.status, 1);
+  EXPECT_EQ(run.err, "microsegctl: unknown workload `nobody`: the running policy defines client, "
+                     "batch, server\n");
+}
+
+TEST_F(ControlPrivilegedTest, WorkloadsShowsSelectedInheritedAndUnselectedCgroups) {
+  startAgent();
+
+  auto table = ctl({"workloads"});
+  auto json = ctlJson({"workloads"});
+
+  EXPECT_EQ(table.status, 0) << table.err;
+  EXPECT_TRUE(hasLine(table.out, {"client.service/worker", "client *", "any", "role=client",
+                                  "enforce", "enforce"})) << table.out;
+  EXPECT_TRUE(hasLine(table.out, {"batch", "batch-*.service", "any"})) << table.out;
+  EXPECT_NE(table.out.find("CGROUPS NO WORKLOAD SELECTS (their traffic is not judged)\n"
+                           "(attach cgroup)\nother.scope\n"),
+            std::string::npos) << table.out;
+  std::map<std::string, std::pair<std::string, bool>> cgroups;
+  for (const auto& cgroup : json["cgroups"]) {
+    cgroups[cgroup["cgroup"]] = {cgroup["workload"], cgroup["inherited"]};
+  }
+  EXPECT_EQ(cgroups["client.service"], std::make_pair(std::string("client"), false));
+  EXPECT_EQ(cgroups["client.service/worker"], std::make_pair(std::string("client"), true));
+  EXPECT_EQ(cgroups["server.service"], std::make_pair(std::string("server"), false));
+  EXPECT_EQ(cgroups["other.scope"], std::make_pair(std::string(""), false));
+}
+
+TEST_F(ControlPrivilegedTest, GroupMembersMayUseTheSocketAndOthersAreToldHowToGetIn) {
+  agent_->addArguments({"--control-group", "nogroup"});
+  startAgent();
+  struct stat socket {};
+  ASSERT_EQ(stat(agent_->controlSocket().c_str(), &socket), 0);
+
+  auto outsider = ctl({"status"}, {"setpriv", kUnprivileged, "--regid=65533", "--clear-groups"});
+  auto member = ctl({"status"}, {"setpriv", kUnprivileged, "--regid=65534", "--clear-groups"});
+
+  EXPECT_EQ(socket.st_mode & 07777, 0660u);
+  EXPECT_EQ(socket.st_gid, 65534u);
+  EXPECT_EQ(outsider.status, 1);
+  EXPECT_EQ(outsider.err, "microsegctl: permission denied on " + agent_->controlSocket() +
+                              ": run as root or as a member of group nogroup\n");
+  EXPECT_EQ(member.status, 0) << member.err;
+  EXPECT_NE(member.out.find("policy         " + agent_->policyPath().string()), std::string::npos);
+}
+
+TEST_F(ControlPrivilegedTest, WithoutAControlGroupOnlyRootMayUseTheSocket) {
+  startAgent();
+
+  auto run = ctl({"workloads"}, {"setpriv", kUnprivileged, "--regid=65534", "--clear-groups"});
+
+  EXPECT_EQ(run.status, 1);
+  EXPECT_EQ(run.err, "microsegctl: permission denied on " + agent_->controlSocket() +
+                         ": run as root (the agent lets no group in; start it with "
+                         "--control-group GROUP to allow one)\n");
+}
+
+TEST_F(ControlPrivilegedTest, StoppedAgentLeavesNoSocketAndCallersAreToldSo) {
+  startAgent();
+  ASSERT_EQ(ctl({"status"}).status, 0);
+  ::kill(agent_->process()->pid(), SIGTERM);
+  ASSERT_TRUE(pollUntil(10s, [&] { return !fs::exists(agent_->controlSocket()); }));
+
+  auto run = ctl({"status"});
+
+  EXPECT_EQ(run.status, 1);
+  EXPECT_EQ(run.err, "microsegctl: no agent at " + agent_->controlSocket() +
+                         " (is microsegd running? --socket to choose another)\n");
+}
+
+TEST_F(ControlPrivilegedTest, RestartAfterACrashTakesOverTheStaleSocket) {
+  startAgent();
+  agent_->crash();
+  ASSERT_TRUE(fs::exists(agent_->controlSocket()));
+  EXPECT_EQ(ctl({"status"}).status, 1);
+
+  startAgent();
+
+  EXPECT_EQ(ctl({"status"}).status, 0);
+}
+
+TEST_F(ControlPrivilegedTest, SecondAgentOnTheSameSocketIsRefusedBeforeTouchingTheKernel) {
+  startAgent();
+  const std::string other_pins = agent_->pinDir() + "-second";
+
+  auto second = Subprocess::start({MSEG_MICROSEGD, "--policy", agent_->policyPath().string(),
+                                   "--cgroup", cgroup_->path("other.scope").string(),
+                                   "--pin-dir", other_pins, "--state-dir",
+                                   (agent_->workDir() / "second").string(), "--control-socket",
+                                   agent_->controlSocket()});
+  ASSERT_TRUE(second);
+  auto status = second->wait(20s);
+
+  ASSERT_TRUE(status);
+  EXPECT_EQ(*status, 1);
+  EXPECT_NE(second->err().find("another microsegd serves the control socket " +
+                               agent_->controlSocket()),
+            std::string::npos) << second->err();
+  EXPECT_FALSE(fs::exists(other_pins));
+  EXPECT_EQ(ctl({"status"}).status, 0);
+}
+
+}  // namespace
+}  // namespace mseg::testing
