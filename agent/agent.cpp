@@ -478,10 +478,10 @@ Status Agent::applyPolicy(policy::CompiledPolicy compiled, const policy::LoadTim
   auto bindings = bindWorkloads(compiled, *cgroups);
   auto kernel_ids = rule_ids_.assign(compiled);
   auto bank = buildBank(compiled, bindings, kernel_ids);
+  auto names = ruleNames(compiled, kernel_ids);
   const size_t entries = bank.verdictEntries();
   auto prepared = Clock::now();
-  if (auto applied = datapath_->apply(std::move(bank), ruleNames(compiled, kernel_ids),
-                                      policy_version_ + 1);
+  if (auto applied = datapath_->apply(std::move(bank), std::move(names), policy_version_ + 1);
       !applied) {
     return applied.error().wrap("apply policy");
   }
@@ -502,11 +502,14 @@ Status Agent::applyPolicy(policy::CompiledPolicy compiled, const policy::LoadTim
     total_ms += stages[i];
   }
   last_apply_seconds_ = total_ms / 1000.0;
+  const ApplyStats& kernel = datapath_->lastApplyStats();
   logger("policy")->info(
       "policy applied version={} hash={} rules={} entries={} workload_cgroups={} read_ms={:.1f} "
-      "parse_ms={:.1f} compile_ms={:.1f} prepare_ms={:.1f} kernel_ms={:.1f} took_ms={:.1f}",
+      "parse_ms={:.1f} compile_ms={:.1f} prepare_ms={:.1f} kernel_ms={:.1f} took_ms={:.1f} "
+      "kernel_changed={} kernel_diff_ms={:.1f} kernel_write_ms={:.2f}",
       policy_version_, policy_->content_hash.substr(0, 12), policy_->rules.size(), entries,
-      bindings_.size(), stages[0], stages[1], stages[2], stages[3], stages[4], total_ms);
+      bindings_.size(), stages[0], stages[1], stages[2], stages[3], stages[4], total_ms,
+      kernel.entries_written + kernel.entries_deleted, millis(kernel.diff), millis(kernel.write));
   catchUpInactiveBank();
   return {};
 }

@@ -88,11 +88,14 @@ Status deleteBatch(int fd, std::span<const K> keys) {
   return {};
 }
 
+using Clock = std::chrono::steady_clock;
+
 // Makes the map behind `fd` hold `desired`, given that it holds `current` now: deletes what
-// is gone first (freeing room), then writes what is new or changed.
+// is gone first (freeing room), then writes what is new or changed. Adds to `stats`.
 template <typename K, typename V>
 Status syncMap(int fd, const MapContent<K, V>& current, const MapContent<K, V>& desired,
-               const char* what) {
+               const char* what, ApplyStats& stats) {
+  auto started = Clock::now();
   std::vector<K> stale;
   for (const auto& [key, value] : current) {
     if (desired.find(key) == desired.end()) {
@@ -109,13 +112,18 @@ Status syncMap(int fd, const MapContent<K, V>& current, const MapContent<K, V>& 
     keys.push_back(key);
     values.push_back(value);
   }
-  if (auto deleted = deleteBatch<K>(fd, stale); !deleted) {
-    return deleted.error().wrap(std::string("delete from ") + what);
+  auto compared = Clock::now();
+  stats.diff += compared - started;
+  Status written = deleteBatch<K>(fd, stale);
+  if (!written) {
+    written = written.error().wrap(std::string("delete from ") + what);
+  } else if (written = updateBatch<K, V>(fd, keys, values); !written) {
+    written = written.error().wrap(std::string("update ") + what);
   }
-  if (auto updated = updateBatch<K, V>(fd, keys, values); !updated) {
-    return updated.error().wrap(std::string("update ") + what);
-  }
-  return {};
+  stats.write += Clock::now() - compared;
+  stats.entries_deleted += stale.size();
+  stats.entries_written += keys.size();
+  return written;
 }
 
 Result<std::map<uint32_t, uint64_t>> sumPerCpu(int fd, uint32_t entries) {
@@ -364,24 +372,25 @@ Status Datapath::checkCapacity(const BankContent& desired) const {
   return {};
 }
 
-Status Datapath::syncBank(uint32_t bank, const std::shared_ptr<const BankContent>& desired) {
+Status Datapath::syncBank(uint32_t bank, const std::shared_ptr<const BankContent>& desired,
+                          ApplyStats& stats) {
   const BankContent& current = *bank_content_[bank];
   auto& fds = bank_fds_[bank];
-  if (auto s = syncMap(fds[0], current.workloads, desired->workloads, "workload map"); !s) {
-    return s;
+  Status synced = syncMap(fds[0], current.workloads, desired->workloads, "workload map", stats);
+  if (synced) {
+    synced = syncMap(fds[1], current.peers, desired->peers, "inventory trie", stats);
   }
-  if (auto s = syncMap(fds[1], current.peers, desired->peers, "inventory trie"); !s) {
-    return s;
+  if (synced) {
+    synced = syncMap(fds[2], current.verdicts, desired->verdicts, "verdict trie", stats);
   }
-  if (auto s = syncMap(fds[2], current.verdicts, desired->verdicts, "verdict trie"); !s) {
-    return s;
+  if (synced) {
+    synced = syncMap(fds[3], current.port_verdicts, desired->port_verdicts, "port verdicts",
+                     stats);
   }
-  if (auto s = syncMap(fds[3], current.port_verdicts, desired->port_verdicts, "port verdicts");
-      !s) {
-    return s;
+  if (synced) {
+    bank_content_[bank] = desired;
   }
-  bank_content_[bank] = desired;
-  return {};
+  return synced;
 }
 
 Status Datapath::rereadBank(uint32_t bank) {
@@ -583,9 +592,10 @@ Status Datapath::apply(BankContent desired, std::map<uint32_t, RuleName> rule_na
   if (auto waited = waitForReadersOfInactiveBank(); !waited) {
     return waited;
   }
+  last_apply_ = {};
   auto content = std::make_shared<const BankContent>(std::move(desired));
   const uint32_t target = 1 - active_bank_;
-  if (auto synced = syncBank(target, content); !synced) {
+  if (auto synced = syncBank(target, content, last_apply_); !synced) {
     // The bank is half written: learn what it holds now, so the next apply diffs against the
     // truth. It is inactive, so nothing judges with it.
     (void)rereadBank(target);
@@ -606,9 +616,11 @@ Status Datapath::apply(BankContent desired, std::map<uint32_t, RuleName> rule_na
   mseg_config config{};
   config.active_bank = target;
   config.policy_version = policy_version;
+  auto flipping = Clock::now();
   if (bpf_map_update_elem(bpf_map__fd(skeleton_->maps.mseg_cfg_v2), &zero, &config, BPF_ANY)) {
     return Error::fromErrno(errno, "switch active policy bank");
   }
+  last_apply_.write += Clock::now() - flipping;
   active_bank_ = target;
   inactive_bank_may_be_read_ = true;
   return {};
@@ -637,7 +649,8 @@ Status Datapath::catchUpInactiveBank() {
   if (bank_content_[inactive] == bank_content_[active_bank_]) {
     return {};
   }
-  if (auto synced = syncBank(inactive, bank_content_[active_bank_]); !synced) {
+  ApplyStats stats;
+  if (auto synced = syncBank(inactive, bank_content_[active_bank_], stats); !synced) {
     (void)rereadBank(inactive);
     return synced.error().wrap("bring the inactive policy bank up to date");
   }
@@ -647,6 +660,7 @@ Status Datapath::catchUpInactiveBank() {
 // Names are written before the switch and removed after it, once no program counts under the
 // old ids: a counter reader may see a name without counts, never counts without a name.
 Status Datapath::writeRuleNames(const std::map<uint32_t, RuleName>& rule_names) {
+  auto started = Clock::now();
   std::vector<uint32_t> ids;
   std::vector<mseg_rule_name> entries;
   for (const auto& [id, rule] : rule_names) {
@@ -661,8 +675,13 @@ Status Datapath::writeRuleNames(const std::map<uint32_t, RuleName>& rule_names) 
     ids.push_back(id);
     entries.push_back(entry);
   }
+  auto compared = Clock::now();
+  last_apply_.diff += compared - started;
   const int names_fd = bpf_map__fd(skeleton_->maps.mseg_rname_v1);
-  if (auto written = updateBatch<uint32_t, mseg_rule_name>(names_fd, ids, entries); !written) {
+  auto written = updateBatch<uint32_t, mseg_rule_name>(names_fd, ids, entries);
+  last_apply_.write += Clock::now() - compared;
+  last_apply_.entries_written += ids.size();
+  if (!written) {
     return written.error().wrap("update rule names");
   }
   return {};

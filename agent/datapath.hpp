@@ -4,6 +4,7 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -42,6 +43,14 @@ struct RuleName {
   uint8_t verdict = MSEG_VERDICT_NONE;
 };
 
+// What the last apply changed in the kernel and where its time went.
+struct ApplyStats {
+  size_t entries_written = 0;  // new or changed map entries, rule names included
+  size_t entries_deleted = 0;
+  std::chrono::nanoseconds diff{};   // finding what differs from the inactive bank
+  std::chrono::nanoseconds write{};  // the bpf() calls, the flip included
+};
+
 class Datapath {
 public:
   // Loads the programs (reusing maps pinned in pin_dir when present), prepares both policy
@@ -71,6 +80,8 @@ public:
   // socket in the cgroup its calls. attach() attaches it again (telemetry on). Call after
   // attach(); nothing to do when it is not attached.
   Status detachSockOps();
+
+  const ApplyStats& lastApplyStats() const { return last_apply_; }
 
   // Brings the inactive bank to the active bank's content, so that the next apply writes only
   // what changes (a one-rule change, not a whole policy). Not needed for correctness: call it
@@ -107,7 +118,8 @@ private:
 
   ::bpf_map* outerMap(size_t kind) const;
   Status checkCapacity(const BankContent& desired) const;
-  Status syncBank(uint32_t bank, const std::shared_ptr<const BankContent>& desired);
+  Status syncBank(uint32_t bank, const std::shared_ptr<const BankContent>& desired,
+                  ApplyStats& stats);
   Status writeRuleNames(const std::map<uint32_t, RuleName>& rule_names);
   void removeStaleRuleNames();
   Status waitForReadersOfInactiveBank();
@@ -128,6 +140,7 @@ private:
   // What each bank holds. Both point to one object when the banks are alike.
   std::array<std::shared_ptr<const BankContent>, MSEG_BANKS> bank_content_;
   uint32_t active_bank_ = 0;
+  ApplyStats last_apply_;
   // Set by a switch: programs may still read the now inactive bank until a grace period ends.
   bool inactive_bank_may_be_read_ = false;
   std::vector<uint32_t> stale_rule_ids_;  // named in the counters map until readers are gone

@@ -48,16 +48,21 @@ wait_applied() {
   exit 1
 }
 
-# stages N: "read parse compile prepare kernel total" of the Nth "policy applied" line, in ms.
+# stages N: the Nth "policy applied" line's "read parse compile prepare kernel total" (ms), then
+# the entries the kernel update changed and how its time split into diffing and bpf() writes.
 stages() {
-  grep "policy applied" "$work/agent.log" | sed -n "${1}p" |
-    sed 's/.*read_ms=\([0-9.]*\) parse_ms=\([0-9.]*\) compile_ms=\([0-9.]*\) prepare_ms=\([0-9.]*\) kernel_ms=\([0-9.]*\) took_ms=\([0-9.]*\).*/\1 \2 \3 \4 \5 \6/'
+  local line
+  line=$(grep "policy applied" "$work/agent.log" | sed -n "${1}p")
+  for field in read_ms parse_ms compile_ms prepare_ms kernel_ms took_ms kernel_changed \
+    kernel_diff_ms kernel_write_ms; do
+    sed "s/.* $field=\([0-9.]*\).*/\1/" <<<"$line"
+  done
 }
 
 row() {
   local name=$1 rules=$2 situation=$3
   # shellcheck disable=SC2046
-  printf '%-16s %8s %-7s %8s %8s %8s %8s %8s %9s\n' "$name" "$rules" "$situation" $(stages "$4")
+  printf "$row_format" "$name" "$rules" "$situation" $(stages "$4")
 }
 
 # An edited copy of the policy: the first rule's first port becomes 7.
@@ -101,8 +106,9 @@ measure() {
 
 printf '\nmicroseg policy apply time in ms (%s cores, load %s)\n\n' "$(nproc)" \
   "$(cut -d' ' -f1 /proc/loadavg)"
-printf '%-16s %8s %-7s %8s %8s %8s %8s %8s %9s\n' policy rules when read parse compile \
-  prepare kernel total
+row_format='%-10s %7s %-7s %7s %7s %8s %8s %7s %8s | %8s %6s %7s\n'
+# shellcheck disable=SC2059
+printf "$row_format" policy rules when read parse compile prepare kernel total changed diff write
 rss_rows=()
 measure example "$root/examples/erp-crm.yaml"
 for rules in "${sizes[@]}"; do
@@ -112,6 +118,7 @@ done
 printf '\nagent RSS after start\n\n%-16s %8s %10s\n' policy rules "RSS MiB"
 printf '%s\n' "${rss_rows[@]}"
 echo
-echo "kernel: writing the difference into the inactive bank and flipping to it; the new policy"
-echo "enforces from then on. The agent then brings the other bank up to date (not counted), so"
-echo "a reload writes only what changed."
+echo "kernel: finding and writing the difference into the inactive bank and flipping to it; the"
+echo "new policy enforces from then on. changed: map entries written or deleted; diff: comparing"
+echo "with what the bank holds (userspace); write: the bpf() calls, flip included. The agent then"
+echo "brings the other bank up to date (not counted), so a reload writes only what changed."
