@@ -23,6 +23,7 @@ Status Agent::startControl() {
   identity.attach_cgroup = attach_cgroup_;
   identity.pin_dir = config_.pin_dir;
   identity.policy_file = config_.policy_path;
+  identity.telemetry = config_.telemetry;
   control_state_ = std::make_shared<ControlState>(std::move(identity));
 
   auto server = ControlServer::start({config_.control_socket, config_.control_group},

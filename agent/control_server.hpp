@@ -37,6 +37,7 @@ struct AgentIdentity {
   std::string attach_cgroup;
   std::string pin_dir;
   std::string policy_file;
+  bool telemetry = true;  // false: no flow records, so `flows` has nothing to show
 };
 
 struct ExporterStats {

@@ -119,7 +119,7 @@ Error ControlClient::callError(const grpc::Status& status) const {
   switch (status.error_code()) {
     case grpc::StatusCode::UNAVAILABLE:  // the agent stopped between the check and the call
       return noAgent(socket_path_);
-    case grpc::StatusCode::FAILED_PRECONDITION:  // the agent has not applied a policy yet
+    case grpc::StatusCode::FAILED_PRECONDITION:  // starting, or flows with telemetry off
       return Error(EAGAIN, status.error_message());
     case grpc::StatusCode::NOT_FOUND:
       return Error(ENOENT, status.error_message());

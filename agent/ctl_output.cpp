@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <vector>
 
 #include <fmt/format.h>
@@ -188,6 +189,61 @@ std::string portRange(const cv1::PathChange& path) {
   return icmp ? protocol + " type " + range : protocol + "/" + range;
 }
 
+uint32_t lastPortOf(const std::string& protocol) {
+  if (protocol == "tcp" || protocol == "udp") {
+    return 65535;
+  }
+  return protocol == "icmp" || protocol == "icmpv6" ? 255 : 0;
+}
+
+bool sameChangeOfOnePeer(const cv1::PathChange& a, const cv1::PathChange& b) {
+  return a.change() == b.change() && a.workload() == b.workload() &&
+         a.direction() == b.direction() && a.peer() == b.peer() &&
+         a.old_verdict() == b.old_verdict() && a.new_verdict() == b.new_verdict() &&
+         a.old_rule() == b.old_rule() && a.new_rule() == b.new_rule();
+}
+
+// A run of changes to one peer with the same verdicts that covers everything but a few holes
+// (a workload switched to enforce keeps the ports it allows) reads best as "any traffic except
+// tcp/5432"; nullopt when the run is better listed piece by piece.
+std::optional<std::string> allExcept(const std::vector<const cv1::PathChange*>& run) {
+  constexpr size_t kMostHoles = 3;
+  if (run.size() < 3) {
+    return std::nullopt;
+  }
+  std::vector<std::string> holes;
+  for (const char* protocol : {"tcp", "udp", "icmp", "icmpv6", "other"}) {
+    std::vector<std::pair<uint32_t, uint32_t>> covered;
+    for (const auto* change : run) {
+      if (change->protocol() == protocol) {
+        covered.emplace_back(change->first_port(), change->last_port());
+      }
+    }
+    std::sort(covered.begin(), covered.end());
+    cv1::PathChange hole;
+    hole.set_protocol(protocol);
+    uint32_t next = 0;
+    auto addHole = [&](uint32_t first, uint32_t last) {
+      hole.set_first_port(first);
+      hole.set_last_port(last);
+      holes.push_back(portRange(hole));
+    };
+    for (const auto& [first, last] : covered) {
+      if (first > next) {
+        addHole(next, first - 1);
+      }
+      next = std::max(next, last + 1);
+    }
+    if (next <= lastPortOf(protocol)) {
+      addHole(next, lastPortOf(protocol));
+    }
+  }
+  if (holes.empty() || holes.size() > kMostHoles) {
+    return std::nullopt;
+  }
+  return fmt::format("any traffic except {}", fmt::join(holes, ", "));
+}
+
 std::string verdictByRule(const std::string& verdict, const std::string& rule) {
   if (rule.empty()) {
     return verdict;
@@ -239,6 +295,9 @@ void appendDrops(const cv1::AgentStatus& status, std::string& text) {
 }
 
 std::string exporterText(const cv1::ExporterState& exporter) {
+  if (exporter.telemetry_off()) {
+    return "telemetry off: enforcing and counting per rule, no flow records";
+  }
   std::vector<std::string> lines;
   if (!exporter.flow_log().empty()) {
     lines.push_back("flow log " + exporter.flow_log());
@@ -352,12 +411,30 @@ std::string renderDiff(const cv1::PolicyDiff& diff, const std::string& file) {
   }
   if (diff.paths_size() > 0) {
     Table paths({"PATH", "WORKLOAD", "DIRECTION", "PEER", "TRAFFIC", "BEFORE", "AFTER"});
-    for (const auto& path : diff.paths()) {
-      paths.add({path.change(), path.workload(), path.direction(), path.peer(), portRange(path),
-                 verdictByRule(path.old_verdict(), path.old_rule()),
-                 verdictByRule(path.new_verdict(), path.new_rule())});
+    bool any_peer = false;
+    for (int begin = 0; begin < diff.paths_size();) {
+      std::vector<const cv1::PathChange*> run = {&diff.paths(begin)};
+      while (begin + static_cast<int>(run.size()) < diff.paths_size() &&
+             sameChangeOfOnePeer(*run.front(), diff.paths(begin + static_cast<int>(run.size())))) {
+        run.push_back(&diff.paths(begin + static_cast<int>(run.size())));
+      }
+      begin += static_cast<int>(run.size());
+      const auto except = allExcept(run);
+      for (const auto* path : run) {
+        paths.add({path->change(), path->workload(), path->direction(), path->peer(),
+                   except ? *except : portRange(*path),
+                   verdictByRule(path->old_verdict(), path->old_rule()),
+                   verdictByRule(path->new_verdict(), path->new_rule())});
+        any_peer = any_peer || path->peer() == "any";
+        if (except) {
+          break;
+        }
+      }
     }
     text += "\n" + paths.render();
+    if (any_peer) {
+      text += "(peer `any`: every peer that no rule of that workload names by itself)\n";
+    }
     if (diff.paths_truncated()) {
       text += fmt::format("(only the first {} path changes are shown)\n", diff.paths_size());
     }
@@ -481,7 +558,10 @@ std::string renderFlow(const FlowRecord& record) {
       detail = fmt::format("{} attempt{}", record.attempts(), record.attempts() == 1 ? "" : "s");
       break;
     default:
-      detail = fmt::format("pid {} {}", record.workload().pid(), record.workload().command());
+      // Inbound TCP records carry the listener's workload, not the accepting task.
+      if (record.workload().pid() != 0) {
+        detail = fmt::format("pid {} {}", record.workload().pid(), record.workload().command());
+      }
       break;
   }
   const std::string time = localTime(record.time_unix_nano(), "%H:%M:%S") +

@@ -270,6 +270,19 @@ TEST_F(ControlPrivilegedTest, FlowsOfAnUnknownWorkloadListTheKnownOnes) {
                      "batch, server\n");
 }
 
+TEST_F(ControlPrivilegedTest, FlowsWithTelemetryOffSayWhyThereAreNone) {
+  agent_->addArguments({"--telemetry", "off"});
+  startAgent();
+
+  auto flows = ctl({"flows"});
+  auto status = ctl({"status"});
+
+  EXPECT_EQ(flows.status, 1);
+  EXPECT_NE(flows.err.find("the agent runs with --telemetry off: it records no flows"),
+            std::string::npos) << flows.err;
+  EXPECT_NE(status.out.find("exporter       telemetry off"), std::string::npos) << status.out;
+}
+
 TEST_F(ControlPrivilegedTest, WorkloadsShowsSelectedInheritedAndUnselectedCgroups) {
   startAgent();
 
@@ -320,6 +333,29 @@ TEST_F(ControlPrivilegedTest, WithoutAControlGroupOnlyRootMayUseTheSocket) {
   EXPECT_EQ(run.err, "microsegctl: permission denied on " + agent_->controlSocket() +
                          ": run as root (the agent lets no group in; start it with "
                          "--control-group GROUP to allow one)\n");
+}
+
+// The smallest capability set has no CAP_CHOWN: a control group needs it, and says so.
+TEST_F(ControlPrivilegedTest, ControlGroupWithoutCapChownFailsTheStartNamingIt) {
+  agent_->addArguments({"--control-group", "nogroup"});
+  const std::vector<std::string> minimal = {"setpriv", "--bounding-set",
+                                            "-all,+bpf,+net_admin,+perfmon", "--inh-caps", "-all",
+                                            "--"};
+
+  auto refused = agent_->launch(minimal);
+  ASSERT_TRUE(refused);
+  auto status = refused->wait(20s);
+  std::vector<std::string> with_chown = minimal;
+  with_chown[2] = "-all,+bpf,+net_admin,+perfmon,+chown";
+
+  ASSERT_TRUE(status);
+  EXPECT_EQ(*status, 1);
+  EXPECT_NE(refused->err().find("give control socket " + agent_->controlSocket() +
+                                " to group nogroup (--control-group needs CAP_CHOWN)"),
+            std::string::npos) << refused->err();
+  EXPECT_FALSE(fs::exists(agent_->pinDir())) << "refused before the kernel was touched";
+  ASSERT_TRUE(agent_->start(with_chown));
+  EXPECT_EQ(ctl({"status"}).status, 0);
 }
 
 TEST_F(ControlPrivilegedTest, StoppedAgentLeavesNoSocketAndCallersAreToldSo) {

@@ -259,6 +259,13 @@ TEST_F(PackagePrivilegedTest, InstalledAgentAuditsLikeItsUnitAndRemovalDetachesI
   // From an address the policy does not list: it would deny, and in audit mode it passes.
   EXPECT_EQ(connectFrom(client("other.scope"), kServer4, 5432), 0);
   EXPECT_GE(counterOf("(default deny, audit)"), 1);
+  // microsegctl finds the agent's socket through the same configuration file.
+  auto status = runCommand({"/usr/sbin/microsegctl", "status", "--config",
+                            "/etc/microseg/microsegd.yaml"});
+  ASSERT_TRUE(status);
+  EXPECT_EQ(status->status, 0) << status->err;
+  EXPECT_NE(status->out.find("policy         /etc/microseg/policy.yaml\n"), std::string::npos)
+      << status->out;
 
   auto upgrade = runCommand({"dpkg", "--install", deb.string()}, kDpkgTimeout);
   ASSERT_TRUE(upgrade);
