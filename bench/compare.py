@@ -566,7 +566,8 @@ class Microseg(Variant):
         self.write_policy(microseg_policy(len(MEASURED)))
         self.agent = subprocess.Popen(
             [MICROSEGD, "--policy", self.policy, "--cgroup", self.lab.cgroup, "--pin-dir", PIN_DIR,
-             "--state-dir", self.state, "--stats-interval", "0", "--config", config],
+             "--state-dir", self.state, "--stats-interval", "0", "--config", config,
+             "--control-socket", os.path.join(self.state, "control.sock")],
             stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT)
         self.await_version(0, timeout=60)
 

@@ -83,7 +83,8 @@ measure() {
   rm -rf "$work/state"
   "$build/agent/microsegctl" uninstall --pin-dir "$pin" >/dev/null 2>&1 || true
   "$build/agent/microsegd" --policy "$work/policy.yaml" --cgroup "$cg" --pin-dir "$pin" \
-    --state-dir "$work/state" --stats-interval 0 >"$work/agent.log" 2>&1 &
+    --state-dir "$work/state" --stats-interval 0 --control-socket "$work/control.sock" \
+    >"$work/agent.log" 2>&1 &
   agent_pid=$!
   wait_applied 1
   local rss rules

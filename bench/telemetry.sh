@@ -91,7 +91,8 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 baseline=$(run_load)
 
 "$build/agent/microsegd" --policy "$work/policy.yaml" --cgroup "$cg" --pin-dir "$pin" \
-  --state-dir "$work/state" --stats-interval 0 >"$work/agent.log" 2>&1 &
+  --state-dir "$work/state" --stats-interval 0 --control-socket "$work/control.sock" \
+  >"$work/agent.log" 2>&1 &
 agent_pid=$!
 for _ in $(seq 200); do [[ -f $work/state/status.json ]] && break; sleep 0.05; done
 sleep 2

@@ -467,7 +467,7 @@ start_agent() {
   rm -f "$STATE_DIR/agent/status.json"
   "$MICROSEGD" --policy "$REPO_ROOT/examples/erp-crm.yaml" --cgroup "$LAB_CG" \
     --state-dir "$STATE_DIR/agent" --pin-dir "$PIN_DIR" --stats-interval 1 \
-    >"$LOG_DIR/agent.log" 2>&1 &
+    --control-socket "$STATE_DIR/agent/control.sock" >"$LOG_DIR/agent.log" 2>&1 &
   local pid=$!
   echo "$pid" >"$STATE_DIR/agent.pid"
   wait_ready microsegd "$pid" "$LOG_DIR/agent.log" agent_enforcing "$pid"
@@ -510,6 +510,11 @@ show_agent_report() {
   sleep 1.5  # the agent summarises counter changes once a second in the lab
   printf '\n--- microsegctl counters (per-rule verdict counters in the kernel) ---\n'
   "$MICROSEGCTL" counters --pin-dir "$PIN_DIR"
+  printf '\n--- microsegctl flows --verdict denied (the last denials the agent recorded) ---\n'
+  "$MICROSEGCTL" flows --verdict denied --last 5 --socket "$STATE_DIR/agent/control.sock"
+  printf '\n--- microsegctl policy trace: why crm-web may not reach the database ---\n'
+  "$MICROSEGCTL" policy trace --from crm-web --to 198.18.0.10 --proto tcp --port 5432 \
+    --socket "$STATE_DIR/agent/control.sock"
   printf '\n--- what microsegd logged about denied and would-deny traffic ---\n'
   grep -E "traffic (denied|would be denied)" "$LOG_DIR/agent.log" | sed 's/^/  /' || true
 }
