@@ -34,7 +34,8 @@ std::string groupName(gid_t gid) {
 }
 
 Error noAgent(const std::string& path) {
-  return Error(ENOENT, "no agent at " + path + " (is microsegd running? --socket to choose another)");
+  return Error(ENOENT,
+               "no agent at " + path + " (is microsegd running? --socket to choose another)");
 }
 
 // `gid` owns what refused us: the socket, or the directory it lies in.

@@ -155,7 +155,8 @@ std::optional<Arguments> parse(const std::vector<std::string>& args, size_t from
 
 // A whole number from 0 to `max`, or nullopt.
 std::optional<uint32_t> parseNumber(const std::string& text, uint32_t max) {
-  if (text.empty() || text.size() > 10 || text.find_first_not_of("0123456789") != std::string::npos) {
+  if (text.empty() || text.size() > 10 ||
+      text.find_first_not_of("0123456789") != std::string::npos) {
     return std::nullopt;
   }
   uint64_t value = std::stoull(text);
@@ -424,7 +425,8 @@ int runPolicyCommand(const std::vector<std::string>& args) {
     return parsed ? validatePolicy(*parsed) : kExitUsage;
   }
   if (sub == "diff") {
-    Grammar grammar{"policy diff FILE [-o json] [--socket PATH | --config FILE]", kAgentOptions, {}, 1};
+    Grammar grammar{"policy diff FILE [-o json] [--socket PATH | --config FILE]", kAgentOptions,
+                    {}, 1};
     auto parsed = parse(args, 2, grammar);
     return parsed ? diffPolicy(*parsed) : kExitUsage;
   }

@@ -364,7 +364,8 @@ std::string renderStatus(const cv1::AgentStatus& status) {
                       status.rule_count(), status.workload_cgroups());
   if (status.has_last_reload()) {
     const auto& reload = status.last_reload();
-    text += fmt::format("last reload    {} at {}", reload.result(), dateTime(reload.time_unix_nano()));
+    text += fmt::format("last reload    {} at {}", reload.result(),
+                        dateTime(reload.time_unix_nano()));
     if (reload.result() != "applied") {
       text += fmt::format(": version {} keeps enforcing", status.policy_version());
     }

@@ -226,8 +226,9 @@ TEST_F(ControlPrivilegedTest, FlowsFollowShowsAFlowMadeWhileFollowing) {
 
   EXPECT_TRUE(pollUntil(10s, [&] {
     (void)follower->wait(50ms);
-    return hasLine(follower->out(), {"start", "allow", "client", "egress", "198.18.61.2 server-host",
-                                     "tcp/7001", "app/client-to-server-tcp"});
+    return hasLine(follower->out(), {"start", "allow", "client", "egress",
+                                     "198.18.61.2 server-host", "tcp/7001",
+                                     "app/client-to-server-tcp"});
   })) << follower->out() << follower->err();
   EXPECT_TRUE(follower->running()) << follower->err();
 }

@@ -76,7 +76,8 @@ TEST_F(MicrosegctlTest, ValidateAsJsonListsDiagnosticsWithTheirPlace) {
 }
 
 TEST_F(MicrosegctlTest, ValidateAsJsonSummarisesAValidPolicy) {
-  auto run = runCommand({MSEG_MICROSEGCTL, "policy", "validate", MSEG_EXAMPLE_POLICY, "-o", "json"});
+  auto run =
+      runCommand({MSEG_MICROSEGCTL, "policy", "validate", MSEG_EXAMPLE_POLICY, "-o", "json"});
 
   ASSERT_TRUE(run);
   EXPECT_EQ(run->status, 0) << run->err;
