@@ -1,28 +1,70 @@
 #include "logging.hpp"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
 #include <string>
 
 #include <bpf/libbpf.h>
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/sinks/systemd_sink.h>
 
 namespace mseg::agent {
 namespace {
 
 constexpr const char* kLoggerNames[] = {"agent", "bpf", "policy", "rpc"};
 
-// systemd sets JOURNAL_STREAM when stderr is connected to the journal.
-bool underJournal() { return std::getenv("JOURNAL_STREAM") != nullptr; }
+// Whether stderr is the journal's stream. systemd sets JOURNAL_STREAM to the "device:inode"
+// of the stream it connected; a process whose stderr was redirected elsewhere may still
+// inherit the variable, so it counts only when it names our stderr (systemd.exec(5)).
+bool stderrIsJournal() {
+  const char* value = std::getenv("JOURNAL_STREAM");
+  unsigned long long device = 0;
+  unsigned long long inode = 0;
+  struct stat info {};
+  return value != nullptr && std::sscanf(value, "%llu:%llu", &device, &inode) == 2 &&
+         fstat(STDERR_FILENO, &info) == 0 && info.st_dev == device && info.st_ino == inode;
+}
 
-// Under systemd, lines go to the journal natively: it stores the priority and its own
-// timestamp, so the line carries neither.
+// The syslog priority journald reads from a "<N>" line prefix (SyslogLevelPrefix=, on by
+// default): it becomes the entry's level.
+int syslogPriority(spdlog::level::level_enum level) {
+  switch (level) {
+    case spdlog::level::critical:
+      return 2;
+    case spdlog::level::err:
+      return 3;
+    case spdlog::level::warn:
+      return 4;
+    case spdlog::level::info:
+      return 6;
+    default:
+      return 7;
+  }
+}
+
+// Lines for the journal's stdout/stderr stream: the priority as a prefix and no timestamp
+// (the journal stamps each entry itself). Writing to the stream rather than the journal's
+// socket keeps every line even where journald runs without that socket.
+class JournalStreamSink : public spdlog::sinks::base_sink<std::mutex> {
+protected:
+  void sink_it_(const spdlog::details::log_msg& message) override {
+    spdlog::memory_buf_t text;
+    formatter_->format(message, text);
+    std::fprintf(stderr, "<%d>%.*s", syslogPriority(message.level),
+                 static_cast<int>(text.size()), text.data());
+  }
+  void flush_() override { std::fflush(stderr); }
+};
+
 spdlog::sink_ptr sharedSink() {
   static spdlog::sink_ptr sink = [] () -> spdlog::sink_ptr {
-    if (underJournal()) {
-      auto journal = std::make_shared<spdlog::sinks::systemd_sink_mt>("microsegd");
+    if (stderrIsJournal()) {
+      auto journal = std::make_shared<JournalStreamSink>();
       journal->set_pattern("%n: %v");
       return journal;
     }
