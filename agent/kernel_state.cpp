@@ -99,22 +99,23 @@ void RuleIds::adopt(const std::map<uint32_t, std::string>& existing) {
 }
 
 // Runs on every reload of policies with 100,000 rules: one lookup per rule, no name copied
-// unless it is new.
+// unless it is new. Names a policy drops are remembered, so a rule that comes back (a policy
+// rolled back, a rule commented out for a while) gets its id and its counters back instead of
+// using up a new id.
 std::vector<uint32_t> RuleIds::assign(const policy::CompiledPolicy& policy) {
   std::vector<uint32_t> ids(policy::kFirstRuleIndex + policy.rules.size(), MSEG_RULE_NONE);
   ids[policy::kRuleDefaultDeny] = MSEG_RULE_DEFAULT_DENY;
-  std::vector<bool> in_use(next_id_ + policy.rules.size(), false);
   for (const auto& rule : policy.rules) {
     auto known = id_of_name_.find(std::string_view(rule.name));
-    if (known == id_of_name_.end()) {
-      known = id_of_name_.emplace(rule.name, next_id_++).first;
+    if (known != id_of_name_.end()) {
+      ids[rule.index] = known->second;
+    } else if (next_id_ < MSEG_MAX_RULES) {
+      // LIMITATION: ids are not reused within one pin directory's life; after MSEG_MAX_RULES
+      // distinct rule names the counters of new rules are not kept (the verdicts still are).
+      ids[rule.index] = next_id_;
+      id_of_name_.emplace(rule.name, next_id_++);
     }
-    in_use[known->second] = true;
-    // LIMITATION: ids are not reused within one pin directory's life; after MSEG_MAX_RULES
-    // distinct rule names the counters of new rules are not kept (the verdicts still are).
-    ids[rule.index] = known->second < MSEG_MAX_RULES ? known->second : MSEG_RULE_NONE;
   }
-  std::erase_if(id_of_name_, [&](const auto& entry) { return !in_use[entry.second]; });
   return ids;
 }
 

@@ -343,6 +343,24 @@ TEST_F(EnforcementPrivilegedTest, ServesVerdictCountersAsPrometheusMetrics) {
             std::string::npos) << body;
 }
 
+// The metrics server's threads exist before the agent's event loop: a signal delivered to one
+// of them must still reach the loop, not kill the process with the default action.
+TEST_F(EnforcementPrivilegedTest, ReloadsAndStopsBySignalWhileServingMetrics) {
+  serveTcp(7001);
+  const uint16_t port = 20000 + (getpid() + 7) % 20000;
+  agent_->addArguments({"--metrics-listen", "127.0.0.1:" + std::to_string(port)});
+  startAgent();
+
+  for (uint64_t version = 1; version <= 5; version++) {
+    ASSERT_TRUE(agent_->reloadAndWait(version)) << "SIGHUP number " << version;
+  }
+  EXPECT_EQ(connectFrom(client(), kServer4, 7001), 0);
+
+  auto stopped = agent_->stop();
+  ASSERT_TRUE(stopped);
+  EXPECT_EQ(*stopped, 0) << "SIGTERM must stop the agent cleanly, not kill it";
+}
+
 TEST_F(EnforcementPrivilegedTest, SecondAgentOnTheSamePinDirectoryIsRefused) {
   serveTcp(7002);
   startAgent();

@@ -1,5 +1,6 @@
 // From a compiled policy and the cgroups that exist to the exact keys and values the kernel's
 // maps get: prefix lengths, port masking, uid keys, cgroup bindings and stable rule ids.
+#include <algorithm>
 #include <arpa/inet.h>
 
 #include <gtest/gtest.h>
@@ -139,6 +140,24 @@ TEST_F(KernelStateTest, RuleKeepsItsIdWhileItsNameStays) {
 
   EXPECT_EQ(first, second);
   EXPECT_GE(first[policy::kFirstRuleIndex], static_cast<uint32_t>(MSEG_FIRST_RULE_ID));
+}
+
+TEST_F(KernelStateTest, RuleThatComesBackGetsItsIdBackAndUsesNoNewOne) {
+  RuleIds ids;
+  auto full = ids.assign(policy_);
+  policy::CompiledPolicy without_first = policy_;
+  without_first.rules.erase(without_first.rules.begin());
+
+  for (int swap = 0; swap < 3; swap++) {
+    ids.assign(without_first);
+    auto again = ids.assign(policy_);
+    EXPECT_EQ(again, full) << "swap " << swap;
+  }
+  policy::CompiledPolicy with_new = policy_;
+  with_new.rules.back().name = "main/brand-new";
+  auto fresh = ids.assign(with_new);
+  EXPECT_EQ(fresh[with_new.rules.back().index], *std::max_element(full.begin(), full.end()) + 1)
+      << "swapping policies back and forth used up ids";
 }
 
 TEST_F(KernelStateTest, NewRuleNameGetsAFreshIdAfterAdoptedOnes) {
