@@ -3,6 +3,7 @@
 #include <getopt.h>
 
 #include <array>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <optional>
@@ -112,6 +113,11 @@ std::optional<unsigned> parseSeconds(const std::string& text) {
 const char* usageText() { return kUsage; }
 
 Status loadConfigFile(const std::string& path, AgentConfig& config) {
+  std::error_code err;
+  if (std::filesystem::exists(path, err) && !std::filesystem::is_regular_file(path, err)) {
+    return Error(EINVAL, "config file " + path + " is not a regular file; give the path of a "
+                         "YAML file such as /etc/microseg/microsegd.yaml");
+  }
   std::ifstream file(path);
   if (!file) {
     return Error::fromErrno(errno, "read config file " + path);

@@ -765,6 +765,10 @@ Status uninstallDatapath(const std::string& pin_dir) {
   if (!fs::exists(pin_dir, err)) {
     return Error(ENOENT, "nothing is pinned at " + pin_dir);
   }
+  if (access(pin_dir.c_str(), R_OK | W_OK | X_OK) != 0) {
+    return Error::fromErrno(errno, "cannot open pin directory " + pin_dir +
+                                       " (uninstalling needs root, or CAP_BPF with access to it)");
+  }
   // Only a microseg pin directory, never a bpffs mount root or anything else.
   std::string trimmed = pin_dir;
   while (trimmed.size() > 1 && trimmed.back() == '/') {

@@ -680,18 +680,30 @@ private:
   std::vector<ShadowState> shadows_;         // by rule index - kFirstRuleIndex
 };
 
+// Far above any real policy (100,000 rules take 12 MB), far below what would exhaust memory.
+constexpr size_t kMaxPolicyBytes = size_t{256} << 20;
+
 Result<std::string> readFile(std::string_view path) {
   std::string name(path);
-  int fd = open(name.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below.
+  int fd = open(name.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     return Error::fromErrno(errno, fmt::format("open {}", path));
   }
 
   std::string text;
   struct stat info {};
-  if (fstat(fd, &info) == 0 && info.st_size > 0) {
-    text.reserve(static_cast<size_t>(info.st_size));
+  if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
+    close(fd);
+    return Error(EINVAL, fmt::format("{} is not a regular file (a directory, device or pipe); "
+                                     "give the path of a policy file", path));
   }
+  if (static_cast<uint64_t>(info.st_size) > kMaxPolicyBytes) {
+    close(fd);
+    return Error(EFBIG, fmt::format("{} is {} bytes; a policy may have at most {} MiB", path,
+                                    info.st_size, kMaxPolicyBytes >> 20));
+  }
+  text.reserve(static_cast<size_t>(info.st_size));
   char buffer[1 << 16];
   while (true) {
     ssize_t n = read(fd, buffer, sizeof(buffer));
@@ -707,6 +719,11 @@ Result<std::string> readFile(std::string_view path) {
       break;
     }
     text.append(buffer, static_cast<size_t>(n));
+    if (text.size() > kMaxPolicyBytes) {  // the file grew while we read it
+      close(fd);
+      return Error(EFBIG, fmt::format("{} grew past {} MiB while being read", path,
+                                      kMaxPolicyBytes >> 20));
+    }
   }
   close(fd);
   return text;

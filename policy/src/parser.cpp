@@ -25,6 +25,10 @@ std::string formatPosition(Position position) {
   return fmt::format("{}:{}", position.line, position.column);
 }
 
+// Names travel in every flow record and, as "segment/rule", in the kernel's 120-byte counter
+// names: two names of at most 59 characters and the slash fit.
+constexpr size_t kMaxNameLength = 59;
+
 bool isNameChar(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
          c == '_' || c == '.';
@@ -210,6 +214,12 @@ private:
       reader_.error(
           node->position,
           fmt::format("invalid {} name `{}`; use letters, digits, `-`, `_` and `.`", what, *name));
+      return std::nullopt;
+    }
+    if (name->size() > kMaxNameLength) {
+      reader_.error(node->position,
+                    fmt::format("{} name `{}...` is {} characters long; at most {} are allowed",
+                                what, name->substr(0, 20), name->size(), kMaxNameLength));
       return std::nullopt;
     }
     return name;

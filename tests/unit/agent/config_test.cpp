@@ -45,6 +45,15 @@ TEST_F(ConfigTest, FlagsOverrideTheConfigFile) {
   EXPECT_EQ(command->config.stats_interval_s, 5u);
 }
 
+TEST_F(ConfigTest, ConfigPathThatIsADirectoryIsRefused) {
+  // Read as an empty file, a directory would start the agent on defaults.
+  auto command = parse({"--config", "/tmp", "--policy", "/etc/b.yaml"});
+
+  ASSERT_FALSE(command);
+  EXPECT_NE(command.error().message().find("/tmp is not a regular file"), std::string::npos)
+      << command.error().message();
+}
+
 TEST_F(ConfigTest, UnknownKeyInConfigFileNamesLineAndColumn) {
   auto config = writeConfig("policy: /etc/a.yaml\npin_dri: /x\n");
 

@@ -1,4 +1,5 @@
 // microsegctl as CI pipelines and operators call it: exit codes and what it prints.
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -46,6 +47,34 @@ TEST_F(MicrosegctlTest, InvalidPolicyExitsOneNamingLineAndColumn) {
   ASSERT_TRUE(run);
   EXPECT_EQ(run->status, 1);
   EXPECT_NE(run->err.find(path + ":4:11: error:"), std::string::npos) << run->err;
+}
+
+TEST_F(MicrosegctlTest, PolicyThatIsNotARegularFileIsRefusedWithoutReadingIt) {
+  // A pipe must not block and a device must not be read until memory runs out.
+  const std::string fifo = policy_ + ".fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  for (const std::string& path : {fifo, std::string("/dev/zero"), std::string("/tmp")}) {
+    auto run = runCommand({MSEG_MICROSEGCTL, "policy", "validate", path});
+
+    ASSERT_TRUE(run) << path;
+    EXPECT_EQ(run->status, 1) << path;
+    EXPECT_NE(run->err.find(path + " is not a regular file"), std::string::npos) << run->err;
+  }
+  std::filesystem::remove(fifo);
+}
+
+TEST_F(MicrosegctlTest, OverlongNameIsAnErrorAtItsPlace) {
+  auto path = writePolicy("version: 1\nworkloads:\n  - name: " + std::string(60, 'w') +
+                          "\n    cgroup: a.service\n");
+
+  auto run = runCommand({MSEG_MICROSEGCTL, "policy", "validate", path});
+
+  ASSERT_TRUE(run);
+  EXPECT_EQ(run->status, 1);
+  EXPECT_NE(run->err.find(path + ":3:11: error: workload name `wwwwwwwwwwwwwwwwwwww...` is 60 "
+                                 "characters long; at most 59 are allowed"),
+            std::string::npos)
+      << run->err;
 }
 
 TEST_F(MicrosegctlTest, MissingFileExitsOneWithTheCause) {
