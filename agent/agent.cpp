@@ -270,6 +270,8 @@ Status Agent::startTelemetry() {
   if (!*was_on) {
     // Datagram flows admitted while telemetry was off had no start record; their end is not
     // reported either.
+    // LIMITATION: only this agent knows the switch time; if it restarts while such a flow is
+    // still active, the next agent reports that flow's end (without a start).
     unreported_before_ns_ = bootTimeNs();
   }
   host_ = hostName(config_.host);
