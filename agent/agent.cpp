@@ -15,6 +15,7 @@
 
 #include "logging.hpp"
 #include "mounts.hpp"
+#include "mseg/certificate_check.hpp"
 #include "mseg/policy/compiler.hpp"
 #include "reasons.hpp"
 
@@ -281,9 +282,11 @@ Status Agent::startTelemetry() {
       return spool.error();
     }
     spool_ = std::move(*spool);
+    (void)checkOwnCertificate(*logger("agent"), "--tls-cert", config_.tls_cert,
+                              std::chrono::system_clock::now());
     auto client = CollectorClient::create({config_.collector, config_.collector_ca,
                                            config_.tls_cert, config_.tls_key,
-                                           config_.collector_server_name},
+                                           config_.collector_server_name, host_},
                                           *spool_);
     if (!client) {
       return client.error();

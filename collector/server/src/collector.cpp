@@ -12,6 +12,7 @@
 
 #include "file_util.hpp"
 #include "microseg/telemetry/v1/telemetry.grpc.pb.h"
+#include "mseg/certificate_check.hpp"
 #include "mseg/collector/logging.hpp"
 #include "mseg/collector/ocsf_file_output.hpp"
 #include "mseg/collector/syslog_output.hpp"
@@ -249,6 +250,8 @@ Result<std::unique_ptr<Collector>> Collector::start(const CollectorConfig& confi
   if (!pem) {
     return pem.error();
   }
+  (void)checkOwnCertificate(*collectorLog(), "tls.cert", config.tls.cert,
+                            std::chrono::system_clock::now());
   auto store = SequenceStore::open(config.state_dir);
   if (!store) {
     return store.error();

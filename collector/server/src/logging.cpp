@@ -26,10 +26,11 @@ std::shared_ptr<spdlog::logger> namedLogger(const char* name) {
 }
 
 // gRPC's own messages (a failed TLS handshake, for one) come once per connection attempt, and
-// a misconfigured or hostile client can make many: at most kBurst lines per kWindow pass, and
-// the next line that passes says how many were held back.
-constexpr auto kWindow = std::chrono::seconds(10);
-constexpr int kBurst = 10;
+// a misconfigured or hostile client makes one a second or more: at most kBurst lines per kWindow
+// pass, and the next line that passes says how many were held back. The window is long enough
+// that a client retrying every second is held back too.
+constexpr auto kWindow = std::chrono::minutes(1);
+constexpr int kBurst = 3;
 
 void logGrpcMessage(gpr_log_func_args* args) {
   static std::mutex mutex;
