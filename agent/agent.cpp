@@ -461,6 +461,10 @@ void Agent::publishMetrics() {
     text.sample("microseg_spool_records", {}, static_cast<double>(spool_->pendingRecords()));
     text.gauge("microseg_collector_connected", "1 while the collector stream is up.");
     text.sample("microseg_collector_connected", {}, collector_->connected() ? 1 : 0);
+    text.gauge("microseg_collector_failed_attempts",
+               "Attempts to reach the collector that failed since its stream was last up.");
+    text.sample("microseg_collector_failed_attempts", {},
+                static_cast<double>(collector_->failedAttempts()));
   }
   metrics_->publish(text.text());
 }

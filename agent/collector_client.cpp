@@ -16,6 +16,9 @@ namespace tv1 = microseg::telemetry::v1;
 constexpr size_t kBatchRecords = 1000;
 constexpr auto kIdleWait = std::chrono::milliseconds(500);
 constexpr auto kMaxBackoff = std::chrono::seconds(5);
+// A collector that stays unreachable is warned about at the first failure, then at most this
+// often, so the log says why records pile up without a line per retry.
+constexpr auto kFailureReportInterval = std::chrono::minutes(1);
 
 Result<std::string> readPem(const std::string& path, const char* what) {
   std::ifstream file(path);
@@ -25,6 +28,23 @@ Result<std::string> readPem(const std::string& path, const char* what) {
   std::stringstream text;
   text << file.rdbuf();
   return text.str();
+}
+
+// Records observed on this machine belong to this host under its current name. Stamping the
+// name at send time rather than trusting the one spooled means a run with a wrong --host leaves
+// nothing behind that the collector refuses forever once the name is corrected.
+void stampHost(tv1::FlowRecord& record, const std::string& host) {
+  record.set_host(host);
+  record.set_agent_id(host);
+  record.set_record_id(host + "-" + std::to_string(record.sequence()));
+}
+
+// The collector's refusal of our identity (certificate versus --host) is a configuration error
+// the operator must fix; everything else may pass by itself.
+Error streamError(const std::string& address, const grpc::Status& status) {
+  const bool refused = status.error_code() == grpc::StatusCode::PERMISSION_DENIED ||
+                       status.error_code() == grpc::StatusCode::UNAUTHENTICATED;
+  return Error(refused ? EACCES : EIO, "collector " + address + ": " + status.error_message());
 }
 
 }  // namespace
@@ -95,8 +115,7 @@ void CollectorClient::run() {
       log->warn("collector stream ended, records are spooled until it returns address={} err={}",
                 settings_.address, streamed ? "closed" : streamed.error().message());
     } else if (!streamed) {
-      log->debug("collector unreachable address={} err={}", settings_.address,
-                 streamed.error().message());
+      reportFailure(streamed.error());
     }
     waitForRecords(backoff);
     backoff = std::min<std::chrono::milliseconds>(backoff * 2, kMaxBackoff);
@@ -104,6 +123,29 @@ void CollectorClient::run() {
       backoff = std::chrono::milliseconds(100);
     }
   }
+}
+
+void CollectorClient::reportFailure(const Error& error) {
+  failed_attempts_ += 1;
+  failures_unreported_ += 1;
+  const auto now = std::chrono::steady_clock::now();
+  const bool reported_lately = last_failure_report_ != std::chrono::steady_clock::time_point{} &&
+                               now - last_failure_report_ < kFailureReportInterval;
+  if (reported_lately) {
+    return;
+  }
+  auto log = logger("rpc");
+  if (error.code() == EACCES) {
+    log->error(
+        "collector refuses this agent's records, they stay spooled; set --host to a name in the agent certificate host={} address={} failures={} err={}",
+        settings_.host, settings_.address, failures_unreported_, error.message());
+  } else {
+    log->warn(
+        "cannot reach or authenticate the collector, records stay spooled; check the address, that it runs, and that both certificates are valid and signed by the CAs configured address={} failures={} err={}",
+        settings_.address, failures_unreported_, error.message());
+  }
+  failures_unreported_ = 0;
+  last_failure_report_ = now;
 }
 
 Status CollectorClient::streamOnce() {
@@ -145,6 +187,7 @@ Status CollectorClient::streamOnce() {
     }
     tv1::ExportRequest request;
     for (auto& record : *records) {
+      stampHost(record, settings_.host);
       *request.add_records() = std::move(record);
     }
     request.set_dropped_total(spool_.droppedTotal());
@@ -152,6 +195,9 @@ Status CollectorClient::streamOnce() {
     if (!stream->Write(request) || !stream->Read(&response)) {
       break;
     }
+    failed_attempts_ = 0;
+    failures_unreported_ = 0;
+    last_failure_report_ = {};
     if (!connected_.exchange(true)) {
       logger("rpc")->info("collector connected address={} resuming_after={}",
                           settings_.address, sent_upto);
@@ -173,7 +219,7 @@ Status CollectorClient::streamOnce() {
     return outcome;
   }
   if (!status.ok() && !stopping_) {
-    return Error(EIO, "collector " + settings_.address + ": " + status.error_message());
+    return streamError(settings_.address, status);
   }
   return {};
 }

@@ -26,6 +26,7 @@ struct CollectorSettings {
   std::string cert_file;  // this agent's certificate (names this host)
   std::string key_file;
   std::string server_name;  // expected name in the collector's certificate; empty: from address
+  std::string host;  // this host's name as configured now; stamped on every record sent
 };
 
 class CollectorClient {
@@ -42,6 +43,8 @@ public:
   void notify();
 
   bool connected() const { return connected_; }
+  // Attempts to reach the collector that failed since the stream was last up.
+  uint64_t failedAttempts() const { return failed_attempts_; }
   uint64_t batchesSent() const { return batches_sent_; }
 
 private:
@@ -49,6 +52,7 @@ private:
       : settings_(std::move(settings)), spool_(spool) {}
   void run();
   Status streamOnce();
+  void reportFailure(const Error& error);
   void waitForRecords(std::chrono::milliseconds timeout);
 
   CollectorSettings settings_;
@@ -60,6 +64,10 @@ private:
   std::atomic<bool> stopping_{false};
   std::atomic<bool> connected_{false};
   std::atomic<uint64_t> batches_sent_{0};
+  // Failed attempts since the last warning about them (the run thread's alone).
+  std::atomic<uint64_t> failed_attempts_{0};
+  uint64_t failures_unreported_ = 0;
+  std::chrono::steady_clock::time_point last_failure_report_;
   std::mutex mutex_;
   std::condition_variable wake_;
   bool pending_ = false;

@@ -1,7 +1,8 @@
 // Agent to collector to SIEM, end to end: real traffic between two namespaces, the real
 // microsegd streaming over mutual TLS to the real microseg-collector, which writes OCSF files
 // and feeds a real rsyslog over TCP (CEF) and TLS (JSON). Faults: the collector away for a
-// while, the agent killed, an agent certificate that names another host.
+// while, the agent killed, an agent certificate that names another host, a wrong --host
+// corrected.
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -235,6 +236,28 @@ TEST_F(ExportPrivilegedTest, AgentClaimingAnotherHostIsRefused) {
   EXPECT_TRUE(stored().empty()) << "records of host-a sent with host-b's certificate";
   const std::string log = stopCollector();
   EXPECT_NE(log.find("record of another host refused"), std::string::npos) << log;
+}
+
+TEST_F(ExportPrivilegedTest, RecordsSpooledUnderAWrongHostArriveOnceTheHostIsCorrected) {
+  startCollector();
+  serveTcp(7001);
+  useCollector("erp-db-1", kHost);
+  startAgent();
+  connectTimes(2);
+  std::this_thread::sleep_for(3s);  // spooled under erp-db-1 and refused
+  ASSERT_TRUE(stored().empty()) << "records claiming erp-db-1 stored for host-a's certificate";
+
+  ASSERT_TRUE(agent_->stop());
+  agent_->addArguments({"--host", kHost});
+  startAgent();
+  connectTimes(1);
+
+  ASSERT_TRUE(pollUntil(20s, [&] { return countStored(kClose, 7001) == 3; }, 100ms));
+  EXPECT_EQ(countStored(kOpen, 7001), 3u);
+  for (const auto& record : stored()) {
+    EXPECT_EQ(record["device"]["hostname"], kHost);
+  }
+  expectNoDuplicates();
 }
 
 }  // namespace
