@@ -16,7 +16,9 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "collector_client.hpp"
 #include "rsyslog_server.hpp"
+#include "spool.hpp"
 #include "test_pki.hpp"
 #include "two_hosts.hpp"
 
@@ -258,6 +260,28 @@ TEST_F(ExportPrivilegedTest, RecordsSpooledUnderAWrongHostArriveOnceTheHostIsCor
     EXPECT_EQ(record["device"]["hostname"], kHost);
   }
   expectNoDuplicates();
+}
+
+TEST_F(ExportPrivilegedTest, ExporterWithAnExpiredCertificateCountsItsFailedAttempts) {
+  startCollector();
+  auto spool = agent::Spool::open((dir_ / "spool").string(), 1 << 20);
+  ASSERT_TRUE(spool) << spool.error().message();
+  microseg::telemetry::v1::FlowRecord record;
+  (*spool)->append(record, kHost);
+  ASSERT_TRUE((*spool)->sync());
+  const auto expired = pki_->expiredAgent();
+  auto client = agent::CollectorClient::create({"127.0.0.1:" + std::to_string(port_),
+                                                pki_->caCert().string(), expired.cert.string(),
+                                                expired.key.string(), "", kHost},
+                                               **spool);
+  ASSERT_TRUE(client) << client.error().message();
+
+  (*client)->start();
+
+  EXPECT_TRUE(pollUntil(15s, [&] { return (*client)->failedAttempts() >= 3; }, 100ms));
+  EXPECT_FALSE((*client)->connected());
+  EXPECT_EQ((*spool)->pendingRecords(), 1u) << "the record stays spooled";
+  (*client)->stop();
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 
 #include "agent_client.hpp"
 #include "collector_testing.hpp"
+#include "mseg/certificate_check.hpp"
 #include "mseg/collector/collector.hpp"
 #include "support/poll.hpp"
 #include "support/subprocess.hpp"
@@ -23,6 +24,7 @@ using testing::AgentStream;
 using testing::CertFiles;
 using testing::ClientTls;
 using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using testing::makeBatch;
 using testing::readPem;
@@ -139,6 +141,28 @@ TEST_F(CollectorServiceTest, RefusesAnExpiredClientCertificate) {
   EXPECT_EQ(agent->finish().error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_THAT(storedRecordIds(), IsEmpty());
   EXPECT_EQ(collector_->stats().streams_accepted, 0u);
+}
+
+TEST_F(CollectorServiceTest, OwnCertificateCheckTellsExpiredFromValid) {
+  spdlog::logger silent("certificate-check");  // no sinks: the outcome is the return value
+  const auto now = std::chrono::system_clock::now();
+  const std::string expired = pki_->expiredAgent().cert.string();
+  const std::string valid = pki_->server().cert.string();
+
+  auto expired_validity = readCertificateValidity(expired);
+  auto valid_validity = readCertificateValidity(valid);
+  auto missing = readCertificateValidity(pki_->caCert().string() + ".missing");
+
+  ASSERT_TRUE(expired_validity) << expired_validity.error().message();
+  EXPECT_LT(expired_validity->not_after, now);
+  EXPECT_FALSE(checkOwnCertificate(silent, "tls.cert", expired, now));
+  ASSERT_TRUE(valid_validity) << valid_validity.error().message();
+  EXPECT_TRUE(checkOwnCertificate(silent, "tls.cert", valid, now));
+  EXPECT_TRUE(checkOwnCertificate(silent, "tls.cert", valid,
+                                  valid_validity->not_after - std::chrono::hours(24)));
+  EXPECT_FALSE(checkOwnCertificate(silent, "tls.cert", valid, valid_validity->not_after));
+  ASSERT_FALSE(missing);
+  EXPECT_THAT(missing.error().message(), HasSubstr(".missing"));
 }
 
 TEST_F(CollectorServiceTest, RefusesAClientWithoutACertificate) {
