@@ -181,6 +181,8 @@ Status CollectorClient::streamOnce() {
       outcome = records.error();
       break;
     }
+    // LIMITATION: the stream's handshake fails only at the first write, so nothing waiting means
+    // nothing learnt about an unreachable or refusing collector (docs/limitations.md).
     if (records->empty()) {
       waitForRecords(kIdleWait);
       continue;
