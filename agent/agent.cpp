@@ -112,6 +112,10 @@ int handleEvent(void* context, void* data, size_t size) {
   return 0;
 }
 
+// Long enough that a disk full for hours writes a few lines an hour, short enough that the log
+// shows it is still going on.
+constexpr auto kFlowLogWarnInterval = std::chrono::minutes(1);
+
 }  // namespace
 
 Result<std::string> resolveAttachCgroup(const std::string& requested) {
@@ -334,17 +338,36 @@ void Agent::exportRecord(FlowRecord& record) {
     records_exported_ += 1;
     return;
   }
-  if (auto written = flow_log_->write(record); !written) {
-    records_dropped_ += 1;
-    // The first drop, then every 10,000th: never a line per record.
-    if (records_dropped_ == 1 || records_dropped_ % 10000 == 0) {
-      logger("agent")->warn("flow records dropped dropped_total={} err={}", records_dropped_,
-                            written.error().message());
+  reportFlowLogHealth(flow_log_->write(record));
+}
+
+// The flow log counts every record it loses; this says so to the operator: the first failure at
+// once, then at most once a minute while failures go on (never a line per record), and once
+// when records reach the file again.
+void Agent::reportFlowLogHealth(const Status& status) {
+  const auto now = std::chrono::steady_clock::now();
+  if (!status) {
+    if (!flow_log_warned_ || now - flow_log_warned_at_ >= kFlowLogWarnInterval) {
+      logger("agent")->warn("cannot write the flow log, flow records are dropped until it works; "
+                            "free space on its file system or set flow_log to another place "
+                            "dropped_total={} err={}",
+                            flow_log_->recordsDropped(), status.error().message());
+      flow_log_warned_ = true;
+      flow_log_warned_at_ = now;
     }
     return;
   }
-  records_exported_ += 1;
+  if (flow_log_warned_ && !flow_log_->failing()) {
+    logger("agent")->info("flow log writable again dropped_total={}", flow_log_->recordsDropped());
+    flow_log_warned_ = false;
+  }
 }
+
+uint64_t Agent::recordsExported() const {
+  return flow_log_ ? flow_log_->recordsWritten() : records_exported_;
+}
+
+uint64_t Agent::recordsDropped() const { return flow_log_ ? flow_log_->recordsDropped() : 0; }
 
 void Agent::drainEvents() {
   if (events_ == nullptr) {
@@ -387,7 +410,7 @@ void Agent::tick() {
   }
   notifier_.watchdog();
   if (flow_log_) {
-    (void)flow_log_->flush();
+    reportFlowLogHealth(flow_log_->flush());
   }
   if (spool_) {
     if (auto synced = spool_->sync(); !synced) {
@@ -451,11 +474,11 @@ void Agent::publishMetrics() {
     }
   }
   text.counter("microseg_flow_records_total", "Flow records exported (to the log or spool).");
-  text.sample("microseg_flow_records_total", {}, static_cast<double>(records_exported_));
+  text.sample("microseg_flow_records_total", {}, static_cast<double>(recordsExported()));
   text.counter("microseg_flow_records_dropped_total",
                "Flow records the agent could not write or had to drop.");
   text.sample("microseg_flow_records_dropped_total", {},
-              static_cast<double>(records_dropped_ + (spool_ ? spool_->droppedTotal() : 0)));
+              static_cast<double>(recordsDropped() + (spool_ ? spool_->droppedTotal() : 0)));
   if (spool_) {
     text.gauge("microseg_spool_records", "Records spooled, not yet acknowledged by the collector.");
     text.sample("microseg_spool_records", {}, static_cast<double>(spool_->pendingRecords()));
@@ -691,8 +714,8 @@ int Agent::run() {
         tick();
         log->info("stopping on signal {}; pinned programs keep enforcing policy_version={} "
                   "records_exported={} records_dropped={}",
-                  strsignal(info.ssi_signo), policy_version_, records_exported_,
-                  records_dropped_);
+                  strsignal(info.ssi_signo), policy_version_, recordsExported(),
+                  recordsDropped());
         notifier_.stopping("stopping; pinned programs keep enforcing policy version " +
                            std::to_string(policy_version_));
         close(signal_fd);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <optional>
@@ -46,6 +47,9 @@ private:
 
   Status startTelemetry();
   void exportRecord(FlowRecord& record);
+  void reportFlowLogHealth(const Status& status);
+  uint64_t recordsExported() const;
+  uint64_t recordsDropped() const;
   void drainEvents();
   void tick();
   void reportDenials();
@@ -96,8 +100,9 @@ private:
   // Denied attempts already reported, per aggregation key (bytes of mseg_denial_key).
   std::unordered_map<std::string, uint64_t> denials_reported_;
   uint64_t unreported_before_ns_ = 0;  // CLOCK_BOOTTIME when telemetry was turned back on
-  uint64_t records_exported_ = 0;
-  uint64_t records_dropped_ = 0;
+  uint64_t records_exported_ = 0;  // without a flow log: handed to the spool
+  bool flow_log_warned_ = false;   // a flow log failure was logged and has not recovered
+  std::chrono::steady_clock::time_point flow_log_warned_at_;
   unsigned ticks_ = 0;
   std::shared_ptr<ControlState> control_state_;
   std::unique_ptr<ControlServer> control_;

@@ -54,8 +54,8 @@ ExporterStats Agent::exporterStats() const {
     stats.spool_records = spool_->pendingRecords();
     stats.spool_dropped = spool_->droppedTotal();
   }
-  stats.records_exported = records_exported_;
-  stats.records_dropped = records_dropped_;
+  stats.records_exported = recordsExported();
+  stats.records_dropped = recordsDropped();
   return stats;
 }
 

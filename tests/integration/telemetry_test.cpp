@@ -1,8 +1,11 @@
 // Flow telemetry end to end: real traffic between two namespaces, the real agent, and the OCSF
 // records it writes to its flow log, checked the way a SIEM user reads them.
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -21,6 +24,58 @@ using Json = nlohmann::json;
 constexpr int kActivityOpen = 1;
 constexpr int kActivityClose = 2;
 constexpr int kActivityRefuse = 5;
+
+// A 256 KiB tmpfs of this test's own under /tmp, to fill up: a disk that runs full. Unmounted
+// and removed again by the destructor, also when the test fails.
+class SmallDisk {
+public:
+  SmallDisk() : path_(std::filesystem::temp_directory_path() /
+                      ("mseg-small-disk-" + std::to_string(getpid()))) {
+    std::filesystem::create_directories(path_);
+    mounted_ = mount("mseg-small-disk", path_.c_str(), "tmpfs", MS_NOSUID | MS_NODEV,
+                     "size=256k,mode=0700") == 0;
+    EXPECT_TRUE(mounted_) << "mount a tmpfs on " << path_ << ": " << std::strerror(errno);
+  }
+  ~SmallDisk() {
+    if (mounted_) {
+      umount2(path_.c_str(), MNT_DETACH);
+    }
+    std::error_code err;
+    std::filesystem::remove_all(path_, err);
+  }
+  SmallDisk(const SmallDisk&) = delete;
+  SmallDisk& operator=(const SmallDisk&) = delete;
+
+  const std::filesystem::path& path() const { return path_; }
+
+  // Writes a filler file until the disk is full, then gives `spare_bytes` back.
+  void fill(size_t spare_bytes) const {
+    const std::string chunk(4096, 'f');
+    {
+      std::ofstream filler(fillerPath(), std::ios::binary);
+      while (filler.write(chunk.data(), static_cast<std::streamsize>(chunk.size()))) {
+      }
+    }
+    const auto size = std::filesystem::file_size(fillerPath());
+    std::filesystem::resize_file(fillerPath(), size > spare_bytes ? size - spare_bytes : 0);
+  }
+  void freeSpace() const { std::filesystem::remove(fillerPath()); }
+
+private:
+  std::filesystem::path fillerPath() const { return path_ / "filler"; }
+
+  std::filesystem::path path_;
+  bool mounted_ = false;
+};
+
+std::vector<std::string> linesOf(const std::filesystem::path& file) {
+  std::vector<std::string> lines;
+  std::ifstream in(file);
+  for (std::string line; std::getline(in, line);) {
+    lines.push_back(line);
+  }
+  return lines;
+}
 
 class TelemetryPrivilegedTest : public TwoHostTest {
 protected:
@@ -44,6 +99,27 @@ protected:
     }
     return found;
   }
+
+  // Starts the agent with a Prometheus endpoint on loopback, read by metric().
+  void startAgentWithMetrics() {
+    metrics_port_ = static_cast<uint16_t>(20000 + getpid() % 20000);
+    agent_->addArguments({"--metrics-listen", "127.0.0.1:" + std::to_string(metrics_port_)});
+    startAgent();
+  }
+
+  // One unlabelled sample from the agent's metrics endpoint, or -1 when it cannot be read.
+  double metric(const std::string& name) const {
+    const std::string url = "http://127.0.0.1:" + std::to_string(metrics_port_) + "/metrics";
+    auto scraped = runCommand({"curl", "-sf", url}, 5s);
+    if (!scraped || scraped->status != 0) {
+      return -1;
+    }
+    const std::string prefix = "\n" + name + " ";
+    const size_t at = scraped->out.find(prefix);
+    return at == std::string::npos ? -1 : std::stod(scraped->out.substr(at + prefix.size()));
+  }
+
+  uint16_t metrics_port_ = 0;
 
   // Waits until `count` records match.
   std::vector<Json> awaitMatching(int activity, int port, const std::string& direction,
@@ -235,6 +311,60 @@ TEST_F(TelemetryPrivilegedTest, TelemetryOffEnforcesWithoutRecordsUntilTurnedBac
   for (const auto& record : records()) {
     EXPECT_EQ(record["dst_endpoint"].value("port", -1), 7101)
         << "only the connection made with telemetry on is recorded: " << record.dump();
+  }
+}
+
+// A disk that runs full under the flow log: every record that misses the file is counted as
+// dropped, the file holds whole lines only (the one cut short by the full disk is removed), and
+// records reach the file again once space is freed.
+TEST_F(TelemetryPrivilegedTest, FullDiskCountsLostRecordsLeavesNoTornLineAndRecovers) {
+  SmallDisk disk;
+  const auto flow_log = disk.path() / "flows.ocsf.jsonl";
+  // One page (tmpfs counts whole pages): room for a few lines, and the next one is cut short.
+  disk.fill(4096);
+  serveTcp(7001);
+  serveTcp(7101);
+  agent_->addArguments({"--flow-log", flow_log.string()});
+  startAgentWithMetrics();
+
+  for (int connection = 0; connection < 5; connection++) {
+    ASSERT_EQ(connectFrom(client(), kServer4, 7001), 0);
+  }
+  // At least a start and an end record a connection; every one either in the file or counted
+  // as dropped, and the exported count is the file's line count.
+  double dropped = 0;
+  double exported = 0;
+  std::vector<std::string> lines;
+  EXPECT_TRUE(pollUntil(10s, [&] {
+    dropped = metric("microseg_flow_records_dropped_total");
+    exported = metric("microseg_flow_records_total");
+    lines = linesOf(flow_log);
+    return dropped > 0 && dropped + exported >= 10 &&
+           static_cast<double>(lines.size()) == exported;
+  }, 200ms)) << "dropped=" << dropped << " exported=" << exported << " lines=" << lines.size();
+
+  EXPECT_GT(exported, 0) << "the space left held whole lines";
+  for (const auto& line : lines) {
+    EXPECT_TRUE(Json::accept(line)) << "a torn line is left in the flow log: " << line;
+  }
+
+  disk.freeSpace();
+  ASSERT_EQ(connectFrom(client(), kServer4, 7101), 0);
+
+  bool recovered = pollUntil(10s, [&] {
+    for (const auto& line : linesOf(flow_log)) {
+      const auto record = Json::parse(line, nullptr, false);
+      if (record.is_object() && record["activity_id"] == kActivityClose &&
+          record["dst_endpoint"].value("port", -1) == 7101) {
+        return true;
+      }
+    }
+    return false;
+  }, 100ms);
+  EXPECT_TRUE(recovered) << "records reach the flow log once space is freed";
+  EXPECT_EQ(metric("microseg_flow_records_dropped_total"), dropped) << "nothing lost any more";
+  for (const auto& line : linesOf(flow_log)) {
+    EXPECT_TRUE(Json::accept(line)) << "a torn line is left in the flow log: " << line;
   }
 }
 
