@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <signal.h>
+#include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
@@ -94,6 +95,16 @@ std::string hostName(const std::string& configured) {
   char name[256] = {};
   gethostname(name, sizeof(name) - 1);
   return name;
+}
+
+// 64 random bits in hex, new on every start. Random rather than a counter in the state dir, so
+// ids stay unique when the state dir is lost or a host is cloned with it.
+Result<std::string> randomIncarnation() {
+  uint64_t bits = 0;
+  if (getrandom(&bits, sizeof(bits), 0) != static_cast<ssize_t>(sizeof(bits))) {
+    return Error::fromErrno(errno, "draw a random incarnation id for flow record ids");
+  }
+  return fmt::format("{:016x}", bits);
 }
 
 uint64_t bootTimeNs() {
@@ -280,6 +291,11 @@ Status Agent::startTelemetry() {
     unreported_before_ns_ = bootTimeNs();
   }
   host_ = hostName(config_.host);
+  auto incarnation = randomIncarnation();
+  if (!incarnation) {
+    return incarnation.error();
+  }
+  local_record_prefix_ = host_ + "-" + *incarnation + "-";
   if (!config_.collector.empty()) {
     auto spool = Spool::open(config_.state_dir + "/spool", config_.spool_max_bytes);
     if (!spool) {
@@ -331,7 +347,7 @@ void Agent::exportRecord(FlowRecord& record) {
     spool_->append(record, host_);
   } else {
     record.set_sequence(local_sequence_);
-    record.set_record_id(host_ + "-" + std::to_string(local_sequence_));
+    record.set_record_id(local_record_prefix_ + std::to_string(local_sequence_));
     local_sequence_ += 1;
   }
   if (!flow_log_) {

@@ -88,6 +88,9 @@ private:
   std::unique_ptr<Spool> spool_;
   std::unique_ptr<CollectorClient> collector_;
   std::string host_;
+  // Without a collector record ids are "<host>-<incarnation>-<sequence>": the sequence starts at
+  // 1 on every start, and the incarnation, random per start, keeps ids unique across restarts.
+  std::string local_record_prefix_;
   uint64_t local_sequence_ = 1;
   std::unique_ptr<MetricsServer> metrics_;
   ServiceNotifier notifier_;

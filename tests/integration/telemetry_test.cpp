@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -366,6 +367,32 @@ TEST_F(TelemetryPrivilegedTest, FullDiskCountsLostRecordsLeavesNoTornLineAndReco
   for (const auto& line : linesOf(flow_log)) {
     EXPECT_TRUE(Json::accept(line)) << "a torn line is left in the flow log: " << line;
   }
+}
+
+// Without a collector the agent numbers its records itself; a restarted agent appending to the
+// same flow log must not reuse the ids a SIEM deduplicates on.
+TEST_F(TelemetryPrivilegedTest, RecordIdsStayUniqueAcrossAgentRestarts) {
+  serveTcp(7001);
+  serveTcp(7101);
+  startAgent();
+  ASSERT_EQ(connectFrom(client(), kServer4, 7001), 0);
+  ASSERT_EQ(awaitMatching(kActivityClose, 7001, "Outbound").size(), 1u);
+  auto stopped = agent_->stop();
+  ASSERT_TRUE(stopped);
+  ASSERT_EQ(*stopped, 0);
+
+  startAgent();
+  ASSERT_EQ(connectFrom(client(), kServer4, 7101), 0);
+  ASSERT_EQ(awaitMatching(kActivityClose, 7101, "Outbound").size(), 1u);
+
+  std::set<std::string> seen;
+  const auto all = records();
+  for (const auto& record : all) {
+    const auto uid = record["metadata"].value("uid", "");
+    EXPECT_FALSE(uid.empty()) << record.dump();
+    EXPECT_TRUE(seen.insert(uid).second) << "record id " << uid << " repeats";
+  }
+  EXPECT_GE(all.size(), 4u) << "records of both agents are in the flow log";
 }
 
 }  // namespace
