@@ -19,6 +19,7 @@
 #include <cstring>
 #include <optional>
 #include <set>
+#include <tuple>
 #include <unordered_map>
 
 #include <fmt/format.h>
@@ -314,6 +315,7 @@ public:
     compiled_.content_hash = policy_.content_hash;
     compileWorkloads();
     compilePeers();
+    findNestedPrefixes();
     if (!compileRules()) {
       return std::move(compiled_);
     }
@@ -403,6 +405,65 @@ private:
     }
   }
 
+  // For each inventory entry, the prefixes of other entries nested inside one of its own. An
+  // address takes the identity of the most specific prefix covering it, so a rule naming the
+  // outer entry does not reach them. Prefixes sorted by address then length put every prefix
+  // right after the ones containing it, so one pass with a stack finds each closest container.
+  void findNestedPrefixes() {
+    struct Item {
+      const CidrSpec* cidr;
+      uint32_t peer;
+    };
+    std::vector<Item> items;
+    for (size_t i = 0; i < policy_.inventory.size(); ++i) {
+      for (const auto& cidr : policy_.inventory[i].cidrs) {
+        items.push_back({&cidr, kFirstPeerIdentity + static_cast<uint32_t>(i)});
+      }
+    }
+    std::sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
+      return std::tie(a.cidr->cidr.address, a.cidr->cidr.prefix_len) <
+             std::tie(b.cidr->cidr.address, b.cidr->cidr.prefix_len);
+    });
+    nested_in_.assign(policy_.inventory.size(), {});
+    std::vector<const Item*> containers;
+    for (const Item& item : items) {
+      while (!containers.empty() &&
+             !cidrContains(containers.back()->cidr->cidr, item.cidr->cidr.address)) {
+        containers.pop_back();
+      }
+      if (!containers.empty() && containers.back()->peer != item.peer) {
+        const Item& outer = *containers.back();
+        nested_in_[outer.peer - kFirstPeerIdentity].push_back({item.peer, outer.cidr, item.cidr});
+      }
+      containers.push_back(&item);
+    }
+  }
+
+  // "Deny beats allow" suggests a deny naming a network reaches every address in it; it does
+  // not reach a narrower prefix that another inventory entry claims. One warning per side.
+  void warnIfDenyMissesNestedPrefixes(const std::string& name, const Selector& side,
+                                      const std::vector<uint32_t>& peers) {
+    if (side.kind != SelectorKind::Labels) {
+      return;
+    }
+    for (uint32_t peer : peers) {
+      for (const NestedPrefix& nested : nested_in_[peer - kFirstPeerIdentity]) {
+        if (std::binary_search(peers.begin(), peers.end(), nested.peer)) {
+          continue;
+        }
+        const std::string& outer_name = policy_.inventory[peer - kFirstPeerIdentity].name;
+        const std::string& inner_name = policy_.inventory[nested.peer - kFirstPeerIdentity].name;
+        warn(side.position,
+             fmt::format("deny rule `{}` covers {} of `{}` but not {} inside it, which is "
+                         "inventory entry `{}` (an address takes the identity of its most "
+                         "specific prefix); select `{}` too if it must be denied",
+                         name, nested.outer->text, outer_name, nested.inner->text, inner_name,
+                         inner_name));
+        return;
+      }
+    }
+  }
+
   const std::vector<uint32_t>& peersOf(const Selector& selector) {
     static const std::vector<uint32_t> kAny = {kPeerAny};
     static const std::vector<uint32_t> kWorld = {kPeerWorld};
@@ -459,6 +520,10 @@ private:
     const std::vector<uint32_t>& peers_from = peersOf(rule.from);
     const std::vector<uint32_t>& peers_to = peersOf(rule.to);
     warnIfSelectsNothing(name, rule, local_from, local_to, peers_from, peers_to);
+    if (rule.action == Action::Deny) {
+      warnIfDenyMissesNestedPrefixes(name, rule.from, peers_from);
+      warnIfDenyMissesNestedPrefixes(name, rule.to, peers_to);
+    }
 
     std::vector<L4Key> keys = l4KeysOf(rule);
     uint32_t rank = rankOf(verdict, index);
@@ -678,6 +743,12 @@ private:
   std::vector<std::vector<RawEntry>> buckets_;
   std::vector<const RuleSpec*> rule_specs_;  // by rule index - kFirstRuleIndex
   std::vector<ShadowState> shadows_;         // by rule index - kFirstRuleIndex
+  struct NestedPrefix {
+    uint32_t peer;           // the entry whose prefix lies inside
+    const CidrSpec* outer;   // the containing prefix, as written
+    const CidrSpec* inner;
+  };
+  std::vector<std::vector<NestedPrefix>> nested_in_;  // by peer id - kFirstPeerIdentity
 };
 
 // Far above any real policy (100,000 rules take 12 MB), far below what would exhaust memory.

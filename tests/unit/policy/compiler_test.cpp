@@ -369,6 +369,48 @@ TEST_F(PolicyCompilerTest, WarnsAboutARuleWithNoLocalWorkloadOnEitherSide) {
                                       "this host on either side, so it has no effect here"));
 }
 
+// A deny naming a network does not reach an address a narrower inventory entry claims: the
+// most specific prefix decides an address's identity. Found by a user who expected
+// "deny beats allow" to hold for the jump host inside the denied management network.
+TEST_F(PolicyCompilerTest, WarnsWhenADenyMissesANarrowerInventoryEntryInsideItsNetwork) {
+  constexpr const char* kText = R"(version: 1
+workloads:
+  - {name: web, cgroup: web.service, labels: {tier: web}}
+inventory:
+  - {name: mgmt, cidrs: [198.18.1.0/24], labels: {zone: mgmt}}
+  - {name: jump, cidrs: [198.18.1.5/32], labels: {role: jump}}
+segments:
+  - name: s
+    rules:
+      - {name: no-mgmt, action: deny, from: {zone: mgmt}, to: {tier: web}, protocol: tcp, ports: [443]}
+      - {name: jump-in, from: {role: jump}, to: {tier: web}, protocol: tcp, ports: [443]}
+)";
+  ASSERT_TRUE(loadPolicyText(kText, "p.yaml", diagnostics_).ok()) << diagnostics_.format();
+
+  EXPECT_THAT(warnings(),
+              ElementsAre("p.yaml:10:45: warning: deny rule `s/no-mgmt` covers 198.18.1.0/24 of "
+                          "`mgmt` but not 198.18.1.5/32 inside it, which is inventory entry "
+                          "`jump` (an address takes the identity of its most specific prefix); "
+                          "select `jump` too if it must be denied"));
+}
+
+TEST_F(PolicyCompilerTest, NoWarningWhenTheDenySelectsTheNarrowerEntryToo) {
+  constexpr const char* kText = R"(version: 1
+workloads:
+  - {name: web, cgroup: web.service, labels: {tier: web}}
+inventory:
+  - {name: mgmt, cidrs: [198.18.1.0/24], labels: {zone: mgmt}}
+  - {name: jump, cidrs: [198.18.1.5/32], labels: {zone: mgmt, role: jump}}
+segments:
+  - name: s
+    rules:
+      - {name: no-mgmt, action: deny, from: {zone: mgmt}, to: {tier: web}, protocol: tcp, ports: [443]}
+)";
+  ASSERT_TRUE(loadPolicyText(kText, "p.yaml", diagnostics_).ok()) << diagnostics_.format();
+
+  EXPECT_THAT(warnings(), IsEmpty());
+}
+
 TEST_F(PolicyCompilerTest, WarnsAboutAnAllowWhollyShadowedByADeny) {
   compile(R"(    rules:
       - {name: pg, from: {tier: web}, to: {tier: db}, protocol: tcp, ports: [5432]}
