@@ -117,10 +117,15 @@ Status AgentHarness::reloadAndWait(uint64_t after) {
   return applied ? Status{} : Status(Error(ETIMEDOUT, "policy not reloaded: " + lastError()));
 }
 
+// Complete lines only: the agent may be appending while we read, and a reader of a growing
+// log sees a last line without its newline until the write is done.
 std::vector<std::string> AgentHarness::flowLogLines() const {
   std::vector<std::string> lines;
   std::ifstream file(work_dir_ / "state" / "flows.ocsf.jsonl");
   for (std::string line; std::getline(file, line);) {
+    if (file.eof()) {
+      break;  // getline hit the end before a newline: a line still being written
+    }
     lines.push_back(line);
   }
   return lines;
