@@ -382,7 +382,8 @@ inventory:
 segments:
   - name: s
     rules:
-      - {name: no-mgmt, action: deny, from: {zone: mgmt}, to: {tier: web}, protocol: tcp, ports: [443]}
+      - {name: no-mgmt, action: deny, from: {zone: mgmt}, to: {tier: web},
+         protocol: tcp, ports: [443]}
       - {name: jump-in, from: {role: jump}, to: {tier: web}, protocol: tcp, ports: [443]}
 )";
   ASSERT_TRUE(loadPolicyText(kText, "p.yaml", diagnostics_).ok()) << diagnostics_.format();
@@ -404,7 +405,8 @@ inventory:
 segments:
   - name: s
     rules:
-      - {name: no-mgmt, action: deny, from: {zone: mgmt}, to: {tier: web}, protocol: tcp, ports: [443]}
+      - {name: no-mgmt, action: deny, from: {zone: mgmt}, to: {tier: web},
+         protocol: tcp, ports: [443]}
 )";
   ASSERT_TRUE(loadPolicyText(kText, "p.yaml", diagnostics_).ok()) << diagnostics_.format();
 
