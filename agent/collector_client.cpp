@@ -137,11 +137,14 @@ void CollectorClient::reportFailure(const Error& error) {
   auto log = logger("rpc");
   if (error.code() == EACCES) {
     log->error(
-        "collector refuses this agent's records, they stay spooled; set --host to a name in the agent certificate host={} address={} failures={} err={}",
+        "collector refuses this agent's records, they stay spooled; set --host to a name in "
+        "the agent certificate host={} address={} failures={} err={}",
         settings_.host, settings_.address, failures_unreported_, error.message());
   } else {
     log->warn(
-        "cannot reach or authenticate the collector, records stay spooled; check the address, that it runs, and that both certificates are valid and signed by the CAs configured address={} failures={} err={}",
+        "cannot reach or authenticate the collector, records stay spooled; check the address, "
+        "that it runs, and that both certificates are valid and signed by the CAs configured "
+        "address={} failures={} err={}",
         settings_.address, failures_unreported_, error.message());
   }
   failures_unreported_ = 0;

@@ -892,7 +892,8 @@ def parse_arguments():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="sizes 10 and 1,000 and short runs, for development")
-    parser.add_argument("--sizes", help="comma-separated rule counts (default 10,1000,10000,100000)")
+    parser.add_argument("--sizes",
+                        help="comma-separated rule counts (default 10,1000,10000,100000)")
     parser.add_argument("--seconds", type=float, help="seconds of each traffic measure")
     parser.add_argument("--variants", help=f"comma-separated subset of {','.join(VARIANTS)}")
     parser.add_argument("--report", metavar="JSON",

@@ -10,5 +10,6 @@ if [[ $EUID -ne 0 ]]; then
 fi
 "$root/scripts/install-deps.sh"
 echo "building microseg (the first build takes several minutes; log: /tmp/microseg-build.log)"
-"$root/scripts/build.sh" >/tmp/microseg-build.log 2>&1 || { tail -n 30 /tmp/microseg-build.log; exit 1; }
+"$root/scripts/build.sh" >/tmp/microseg-build.log 2>&1 ||
+  { tail -n 30 /tmp/microseg-build.log; exit 1; }
 exec "$root/scripts/lab.sh" demo

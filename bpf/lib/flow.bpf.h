@@ -47,7 +47,10 @@ static __always_inline int flow_seen(const struct mseg_flow_key *key, __u8 direc
 	return 1;
 }
 
-/* Admits a flow and reports its start (with telemetry on); `bytes` of its first packet, or MSEG_NO_PACKET. */
+/*
+ * Admits a flow and reports its start (with telemetry on); `bytes` of its first packet, or
+ * MSEG_NO_PACKET.
+ */
 static __always_inline void flow_admit(const struct mseg_flow_key *key,
 				       const struct mseg_flow_identity *identity, __s64 bytes)
 {

@@ -60,16 +60,22 @@ bool checkOwnCertificate(spdlog::logger& log, const std::string& setting, const 
     return false;
   }
   if (now >= validity->not_after) {
-    log.error("own certificate has expired, every TLS handshake will fail; renew it setting={} file={} not_after=\"{}\"", setting, path, dateText(validity->not_after));
+    log.error("own certificate has expired, every TLS handshake will fail; renew it "
+              "setting={} file={} not_after=\"{}\"",
+              setting, path, dateText(validity->not_after));
     return false;
   }
   if (now < validity->not_before) {
-    log.error("own certificate is not valid yet, every TLS handshake will fail; check the clock or the certificate setting={} file={} not_before=\"{}\"", setting, path, dateText(validity->not_before));
+    log.error("own certificate is not valid yet, every TLS handshake will fail; check the "
+              "clock or the certificate setting={} file={} not_before=\"{}\"",
+              setting, path, dateText(validity->not_before));
     return false;
   }
   const auto left = std::chrono::duration_cast<std::chrono::hours>(validity->not_after - now);
   if (left < std::chrono::hours(24 * kCertificateWarnDays)) {
-    log.warn("own certificate expires soon; renew it setting={} file={} not_after=\"{}\" days_left={}", setting, path, dateText(validity->not_after), left.count() / 24);
+    log.warn("own certificate expires soon; renew it setting={} file={} not_after=\"{}\" "
+             "days_left={}",
+             setting, path, dateText(validity->not_after), left.count() / 24);
   }
   return true;
 }
