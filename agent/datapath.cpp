@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "capabilities.hpp"
+#include "cgroup_owner.hpp"
 #include "cgroups.hpp"
 #include "logging.hpp"
 #include "microseg.skel.h"
@@ -248,6 +249,11 @@ Result<std::unique_ptr<Datapath>> Datapath::open(const DatapathOptions& options)
     }
     return Error(EPERM, "missing capabilities: " + names +
                             " (run as root, or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)");
+  }
+  if (!options.cgroup_path.empty()) {
+    if (auto alone = checkNoOtherAgentOnCgroup(options.cgroup_path, options.pin_dir); !alone) {
+      return alone.error();
+    }
   }
   if (auto mounted = ensureBpffs(options.pin_dir); !mounted) {
     return mounted.error();
@@ -527,6 +533,15 @@ Status Datapath::attach() {
   OwnedFd cgroup_fd(::open(options_.cgroup_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (cgroup_fd.get() < 0) {
     return Error::fromErrno(errno, "open cgroup " + options_.cgroup_path);
+  }
+  // Two agents started at once both pass the check in open(). The cgroup directory's lock,
+  // held from the check to the attach (and released when cgroup_fd closes), makes the second
+  // find the first's programs.
+  if (flock(cgroup_fd.get(), LOCK_EX) != 0) {
+    return Error::fromErrno(errno, "lock cgroup " + options_.cgroup_path);
+  }
+  if (auto alone = checkNoOtherAgentOnCgroup(options_.cgroup_path, options_.pin_dir); !alone) {
+    return alone.error();
   }
   auto cgroup_id = cgroupIdOf(options_.cgroup_path);
   if (!cgroup_id) {

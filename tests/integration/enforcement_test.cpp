@@ -378,6 +378,40 @@ TEST_F(EnforcementPrivilegedTest, SecondAgentOnTheSamePinDirectoryIsRefused) {
   EXPECT_EQ(connectFrom(client(), kServer4, 7002), EPERM);
 }
 
+// Two agents with their own pin directories on one cgroup would both judge every connection
+// (the stricter policy wins) and split the counters. The second is refused before it creates
+// anything, while the first runs and after it stopped (its programs stay attached).
+TEST_F(EnforcementPrivilegedTest, SecondAgentWithAnotherPinDirectoryOnTheCgroupIsRefused) {
+  serveTcp(7001);
+  startAgent();
+  AgentHarness second(cgroup_->path());
+  std::string stricter = kPolicy;
+  stricter.replace(stricter.find("ports: [7001, 7100-7199]"), 24, "ports: [7100-7199]      ");
+  second.writePolicy(stricter);
+
+  auto while_running = second.launch();
+  ASSERT_TRUE(while_running);
+  auto refused_while_running = while_running->wait(20s);
+  agent_->crash();
+  auto after_stop = second.launch();
+  ASSERT_TRUE(after_stop);
+  auto refused_after_stop = after_stop->wait(20s);
+
+  for (auto* attempt : {&*while_running, &*after_stop}) {
+    const std::string& err = attempt->err();
+    EXPECT_NE(err.find("cgroup " + cgroup_->path().string() + " is already enforced by microseg "
+                       "programs pinned in " + agent_->pinDir()),
+              std::string::npos) << err;
+    EXPECT_NE(err.find("`microsegctl uninstall --pin-dir " + agent_->pinDir() + "`"),
+              std::string::npos) << err;
+  }
+  ASSERT_TRUE(refused_while_running && refused_after_stop);
+  EXPECT_NE(*refused_while_running, 0);
+  EXPECT_NE(*refused_after_stop, 0);
+  EXPECT_FALSE(std::filesystem::exists(second.pinDir())) << "refused before creating anything";
+  EXPECT_EQ(connectFrom(client(), kServer4, 7001), 0) << "only the first agent's policy enforces";
+}
+
 // Starting with another --cgroup on a pin directory that enforces elsewhere must change
 // nothing: the pinned policy keeps enforcing on its own cgroup.
 TEST_F(EnforcementPrivilegedTest, WrongCgroupForPinnedStateChangesNothing) {
