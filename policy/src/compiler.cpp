@@ -24,253 +24,14 @@
 
 #include <fmt/format.h>
 
+#include "compile_parts.hpp"
 #include "mseg/policy/compiler.hpp"
+#include "compile_index.hpp"
 
 namespace mseg::policy {
 namespace {
 
-struct L4Key {
-  Protocol protocol = Protocol::Any;
-  uint16_t port = 0;
-  uint8_t prefix_len = 0;
-};
-
-// An entry inside its (direction, workload) bucket. The key packs peer, protocol, port and
-// prefix length, most significant first, so sorting keys groups entries by peer as the
-// kernel's lookup does. The rank folds verdict and rule index so that the lower rank is the
-// one that takes precedence: higher verdict first, then the earlier rule.
-struct RawEntry {
-  uint64_t key = 0;
-  uint32_t rank = 0;
-};
-
-constexpr unsigned kRankRuleBits = 28;
-constexpr uint32_t kMaxRuleIndex = (1u << kRankRuleBits) - 1;
-constexpr uint32_t kHighestVerdict = static_cast<uint32_t>(Verdict::Deny);
-
-uint32_t rankOf(Verdict verdict, uint32_t rule_index) {
-  return (kHighestVerdict - static_cast<uint32_t>(verdict)) << kRankRuleBits | rule_index;
-}
-
-Verdict verdictOfRank(uint32_t rank) {
-  return static_cast<Verdict>(kHighestVerdict - (rank >> kRankRuleBits));
-}
-
-uint32_t ruleOfRank(uint32_t rank) { return rank & kMaxRuleIndex; }
-
-uint64_t packKey(uint32_t peer, Protocol protocol, uint16_t port, uint8_t prefix_len) {
-  return uint64_t{peer} << 32 | uint64_t{static_cast<uint8_t>(protocol)} << 24 |
-         uint64_t{port} << 8 | prefix_len;
-}
-
-uint32_t peerOfKey(uint64_t key) { return static_cast<uint32_t>(key >> 32); }
-
-Protocol protocolOfKey(uint64_t key) { return static_cast<Protocol>((key >> 24) & 0xff); }
-
-uint16_t portOfKey(uint64_t key) { return static_cast<uint16_t>((key >> 8) & 0xffff); }
-
-uint8_t prefixOfKey(uint64_t key) { return static_cast<uint8_t>(key & 0xff); }
-
-uint16_t maskPort(uint16_t port, uint8_t prefix_len) {
-  if (prefix_len == 0) {
-    return 0;
-  }
-  return static_cast<uint16_t>(port & (0xffffu << (16 - prefix_len)));
-}
-
-constexpr size_t kProtocolSlots = 5;
-
-size_t protocolSlot(Protocol protocol) {
-  switch (protocol) {
-    case Protocol::Any:
-      return 0;
-    case Protocol::Icmp:
-      return 1;
-    case Protocol::Tcp:
-      return 2;
-    case Protocol::Udp:
-      return 3;
-    case Protocol::Icmpv6:
-      return 4;
-  }
-  return 0;
-}
-
-// The keys of the same peer that cover `key`, wider first: protocol Any, then each shorter
-// port prefix of the same protocol. A protocol-Any key is covered by itself only.
-template <typename Visit>
-void forEachCoveringKey(uint64_t key, Visit visit) {
-  Protocol protocol = protocolOfKey(key);
-  if (protocol == Protocol::Any) {
-    return;
-  }
-  uint32_t peer = peerOfKey(key);
-  visit(packKey(peer, Protocol::Any, 0, 0));
-  uint16_t port = portOfKey(key);
-  for (uint8_t len = 0; len < prefixOfKey(key); ++len) {
-    visit(packKey(peer, protocol, maskPort(port, len), len));
-  }
-}
-
-// The entry with exactly `key` in [begin, end), sorted by key; `end` when there is none.
-using RawIt = std::vector<RawEntry>::iterator;
-
-RawIt findKey(RawIt begin, RawIt end, uint64_t key) {
-  auto it = std::lower_bound(begin, end, key,
-                             [](const RawEntry& entry, uint64_t k) { return entry.key < k; });
-  return it != end && it->key == key ? it : end;
-}
-
-std::vector<L4Key> l4KeysOf(const RuleSpec& rule) {
-  std::vector<L4Key> keys;
-  if (rule.protocol == Protocol::Any) {
-    keys.push_back({Protocol::Any, 0, 0});
-    return keys;
-  }
-
-  if (!rule.icmp_types.empty()) {
-    std::set<uint8_t> types(rule.icmp_types.begin(), rule.icmp_types.end());
-    for (uint8_t type : types) {
-      keys.push_back({rule.protocol, type, 16});
-    }
-    return keys;
-  }
-  if (rule.ports.empty()) {
-    keys.push_back({rule.protocol, 0, 0});
-    return keys;
-  }
-
-  // Overlapping or adjacent ranges merge first, so the blocks stay minimal for the union.
-  std::vector<PortRange> ranges = rule.ports;
-  std::sort(ranges.begin(), ranges.end(),
-            [](const PortRange& a, const PortRange& b) { return a.first < b.first; });
-  std::vector<PortRange> merged;
-  for (const auto& range : ranges) {
-    if (!merged.empty() && uint32_t{range.first} <= uint32_t{merged.back().last} + 1) {
-      merged.back().last = std::max(merged.back().last, range.last);
-    } else {
-      merged.push_back(range);
-    }
-  }
-  for (const auto& range : merged) {
-    for (const auto& block : portBlocks(range.first, range.last)) {
-      keys.push_back({rule.protocol, block.port, block.prefix_len});
-    }
-  }
-  return keys;
-}
-
-// Selectors compare by content: rules repeat the same few selectors many times over.
-struct SelectorHash {
-  size_t operator()(const Selector* selector) const {
-    size_t hash = static_cast<size_t>(selector->kind);
-    auto mix = [&](std::string_view text) {
-      hash = hash * 1099511628211u ^ std::hash<std::string_view>()(text);
-    };
-    for (const auto& requirement : selector->requirements) {
-      mix(requirement.key);
-      for (const auto& value : requirement.values) {
-        mix(value);
-      }
-    }
-    return hash;
-  }
-};
-
-struct SelectorEqual {
-  bool operator()(const Selector* a, const Selector* b) const {
-    if (a->kind != b->kind || a->requirements.size() != b->requirements.size()) {
-      return false;
-    }
-    for (size_t i = 0; i < a->requirements.size(); ++i) {
-      if (a->requirements[i].key != b->requirements[i].key ||
-          a->requirements[i].values != b->requirements[i].values) {
-        return false;
-      }
-    }
-    return true;
-  }
-};
-
-// label key -> value -> ascending ids, to find a selector's matches without scanning every
-// workload or inventory entry for each of possibly 100,000 rules; answers are cached per
-// distinct selector.
-class LabelIndex {
-public:
-  void add(uint32_t id, const Labels& labels) {
-    for (const auto& [key, value] : labels) {
-      index_[key][value].push_back(id);
-    }
-  }
-
-  // Ids whose labels satisfy every requirement of `selector`, ascending. The reference stays
-  // valid as long as this index and the selector do.
-  const std::vector<uint32_t>& match(const Selector& selector) {
-    auto [it, inserted] = cache_.try_emplace(&selector);
-    if (inserted) {
-      it->second = compute(selector);
-    }
-    return it->second;
-  }
-
-private:
-  // Starts from the requirement with the fewest candidates and filters by the others, so a
-  // typical {app: x, tier: y} costs a few binary searches rather than a pass over every id
-  // carrying `tier`.
-  std::vector<uint32_t> compute(const Selector& selector) const {
-    if (selector.kind != SelectorKind::Labels || selector.requirements.empty()) {
-      return {};
-    }
-    std::vector<std::vector<uint32_t>> merged;  // for requirements listing several values
-    merged.reserve(selector.requirements.size());
-    std::vector<const std::vector<uint32_t>*> candidates;
-    for (const auto& requirement : selector.requirements) {
-      candidates.push_back(idsWithAnyValue(requirement, merged));
-    }
-    std::sort(candidates.begin(), candidates.end(),
-              [](const auto* a, const auto* b) { return a->size() < b->size(); });
-
-    std::vector<uint32_t> result;
-    for (uint32_t id : *candidates.front()) {
-      bool everywhere = std::all_of(candidates.begin() + 1, candidates.end(), [&](const auto* ids) {
-        return std::binary_search(ids->begin(), ids->end(), id);
-      });
-      if (everywhere) {
-        result.push_back(id);
-      }
-    }
-    return result;
-  }
-
-  // The ascending ids having one of the requirement's values; several values are merged into
-  // a new list kept in `merged`.
-  const std::vector<uint32_t>* idsWithAnyValue(const LabelRequirement& requirement,
-                                               std::vector<std::vector<uint32_t>>& merged) const {
-    static const std::vector<uint32_t> kNone;
-    auto values = index_.find(requirement.key);
-    if (values == index_.end()) {
-      return &kNone;
-    }
-    if (requirement.values.size() == 1) {
-      auto it = values->second.find(requirement.values.front());
-      return it == values->second.end() ? &kNone : &it->second;
-    }
-
-    std::vector<uint32_t>& ids = merged.emplace_back();
-    for (const auto& value : requirement.values) {
-      auto it = values->second.find(value);
-      if (it != values->second.end()) {
-        ids.insert(ids.end(), it->second.begin(), it->second.end());
-      }
-    }
-    // An id has one value per key, so the lists are disjoint; only the order needs fixing.
-    std::sort(ids.begin(), ids.end());
-    return &ids;
-  }
-
-  std::unordered_map<std::string, std::unordered_map<std::string, std::vector<uint32_t>>> index_;
-  std::unordered_map<const Selector*, std::vector<uint32_t>, SelectorHash, SelectorEqual> cache_;
-};
+using namespace detail;
 
 struct UserLookup {
   std::optional<uint32_t> uid;
@@ -302,13 +63,15 @@ struct ShadowState {
 };
 
 struct DirectionState {
-  bool managed = false;
-  bool audit_only = true;  // every rule managing this direction is in audit mode
+  uint32_t managing = 0;   // rules that select the workload on this side
+  uint32_t enforcing = 0;  // those of them in enforce mode; none: the default deny only audits
 };
 
 class Compiler {
 public:
-  Compiler(const Policy& policy, Diagnostics& out) : policy_(policy), out_(out) {}
+  // With `index`, also fills it for compiling later changes (incremental.hpp).
+  Compiler(const Policy& policy, Diagnostics& out, CompileIndex* index = nullptr)
+      : policy_(policy), out_(out), index_(index) {}
 
   CompiledPolicy run() {
     compiled_.source_name = policy_.source_name;
@@ -330,6 +93,9 @@ public:
     }
     warnShadowedRules();
     applyDirectionStates();
+    if (index_ != nullptr) {
+      fillIndex();
+    }
     return std::move(compiled_);
   }
 
@@ -343,6 +109,10 @@ private:
     egress_.resize(count);
     ingress_.resize(count);
     buckets_.resize(2 * count);
+    if (index_ != nullptr) {
+      index_->raw.resize(2 * count);
+      index_->resolved.resize(2 * count);
+    }
     for (size_t i = 0; i < count; ++i) {
       const WorkloadSpec& spec = policy_.workloads[i];
       CompiledWorkload workload;
@@ -491,6 +261,7 @@ private:
     }
 
     compiled_.rules.reserve(count);
+    order_shift_ = orderShift(static_cast<uint32_t>(count + kFirstRuleIndex));
     for (const auto& segment : policy_.segments) {
       compiled_.segments.push_back({segment.name, segment.mode == Mode::Audit,
                                     static_cast<uint32_t>(segment.rules.size())});
@@ -503,16 +274,13 @@ private:
 
   void compileRule(const SegmentSpec& segment, const RuleSpec& rule) {
     Mode mode = rule.mode.value_or(segment.mode);
-    Verdict verdict = Verdict::Allow;
-    if (rule.action == Action::Deny) {
-      verdict = mode == Mode::Audit ? Verdict::Audit : Verdict::Deny;
-    }
+    Verdict verdict = verdictOf(segment, rule);
     uint32_t index = kFirstRuleIndex + static_cast<uint32_t>(compiled_.rules.size());
     std::string name = fmt::format("{}/{}", segment.name, rule.name);
     compiled_.rules.push_back(
         {index, segment.name, name, verdict,
          fmt::format("{}:{}:{}", policy_.source_name, rule.position.line, rule.position.column)});
-    rule_specs_.push_back(&rule);
+    rule_specs_.push_back({&segment, &rule});
     shadows_.emplace_back();
 
     const std::vector<uint32_t>& local_from = local_index_.match(rule.from);
@@ -526,16 +294,16 @@ private:
     }
 
     std::vector<L4Key> keys = l4KeysOf(rule);
-    uint32_t rank = rankOf(verdict, index);
+    RawEntry entry{0, rankOf(verdict, index << order_shift_), index};
     for (uint32_t workload : local_from) {
       size_t slot = workload - kFirstWorkloadIdentity;
       manage(egress_[slot], mode);
-      addEntries(buckets_[slot], peers_to, keys, rank);
+      addEntries(buckets_[slot], peers_to, keys, entry);
     }
     for (uint32_t workload : local_to) {
       size_t slot = workload - kFirstWorkloadIdentity;
       manage(ingress_[slot], mode);
-      addEntries(buckets_[policy_.workloads.size() + slot], peers_from, keys, rank);
+      addEntries(buckets_[policy_.workloads.size() + slot], peers_from, keys, entry);
     }
   }
 
@@ -567,15 +335,16 @@ private:
   }
 
   static void manage(DirectionState& state, Mode mode) {
-    state.managed = true;
-    state.audit_only = state.audit_only && mode == Mode::Audit;
+    state.managing += 1;
+    state.enforcing += mode == Mode::Enforce ? 1 : 0;
   }
 
   static void addEntries(std::vector<RawEntry>& bucket, const std::vector<uint32_t>& peers,
-                         const std::vector<L4Key>& keys, uint32_t rank) {
+                         const std::vector<L4Key>& keys, RawEntry entry) {
     for (uint32_t peer : peers) {
       for (const auto& key : keys) {
-        bucket.push_back({packKey(peer, key.protocol, key.port, key.prefix_len), rank});
+        entry.key = packKey(peer, key.protocol, key.port, key.prefix_len);
+        bucket.push_back(entry);
       }
     }
   }
@@ -588,57 +357,16 @@ private:
     if (raw.empty()) {
       return;
     }
-    std::sort(raw.begin(), raw.end(), [](const RawEntry& a, const RawEntry& b) {
-      return a.key != b.key ? a.key < b.key : a.rank < b.rank;
-    });
-    std::vector<RawEntry> merged;
-    merged.reserve(raw.size());
-    for (const auto& entry : raw) {
-      if (merged.empty() || merged.back().key != entry.key) {
-        merged.push_back(entry);
-      }
-    }
-
-    resolveGroups(merged);
+    std::sort(raw.begin(), raw.end());
+    std::vector<RawEntry> merged = detail::resolveBucket(raw);
     recordShadowing(raw, merged);
 
-    size_t workloads = policy_.workloads.size();
-    Direction direction = index < workloads ? Direction::Egress : Direction::Ingress;
-    uint32_t workload = kFirstWorkloadIdentity + static_cast<uint32_t>(index % workloads);
     for (const auto& entry : merged) {
-      compiled_.entries.push_back({direction, workload, peerOfKey(entry.key),
-                                   protocolOfKey(entry.key), portOfKey(entry.key),
-                                   prefixOfKey(entry.key), verdictOfRank(entry.rank),
-                                   ruleOfRank(entry.rank)});
+      compiled_.entries.push_back(verdictEntryOf(index, policy_.workloads.size(), entry));
     }
-  }
-
-  // Gives each entry the best rank of the entries covering it in its peer group, so that the
-  // kernel's longest match is also the highest-precedence match. Doing it in place is safe:
-  // an entry already raised holds the best of its own covering keys, all of which also cover
-  // every key it covers.
-  static void resolveGroups(std::vector<RawEntry>& merged) {
-    for (auto group_begin = merged.begin(); group_begin != merged.end();) {
-      // Bit n of prefixes[slot]: some entry of that protocol has port prefix n. Most groups
-      // hold one or two prefix lengths, which spares most of the 17 probes per entry.
-      std::array<uint32_t, kProtocolSlots> prefixes{};
-      uint32_t peer = peerOfKey(group_begin->key);
-      auto group_end = group_begin;
-      for (; group_end != merged.end() && peerOfKey(group_end->key) == peer; ++group_end) {
-        prefixes[protocolSlot(protocolOfKey(group_end->key))] |= 1u << prefixOfKey(group_end->key);
-      }
-
-      for (auto entry = group_begin; entry != group_end; ++entry) {
-        forEachCoveringKey(entry->key, [&](uint64_t key) {
-          if ((prefixes[protocolSlot(protocolOfKey(key))] & (1u << prefixOfKey(key))) == 0) {
-            return;
-          }
-          if (auto it = findKey(group_begin, group_end, key); it != group_end) {
-            entry->rank = std::min(entry->rank, it->rank);
-          }
-        });
-      }
-      group_begin = group_end;
+    if (index_ != nullptr) {
+      index_->raw[index] = std::move(raw);
+      index_->resolved[index] = std::move(merged);
     }
   }
 
@@ -657,7 +385,7 @@ private:
       if (verdictOfRank(entry.rank) != Verdict::Allow) {
         continue;
       }
-      ShadowState& state = shadows_[ruleOfRank(entry.rank) - kFirstRuleIndex];
+      ShadowState& state = shadows_[entry.rule - kFirstRuleIndex];
       state.has_entries = true;
       if (state.allows_something) {
         continue;
@@ -665,7 +393,7 @@ private:
 
       std::optional<uint32_t> by;
       if (verdictOfRank(resolved->rank) > Verdict::Allow) {
-        by = ruleOfRank(resolved->rank);
+        by = resolved->rule;
       } else if (peerOfKey(entry.key) != kPeerAny) {
         by = denyCoveringInAnyGroup(merged.begin(), any_end, entry.key);
       }
@@ -686,7 +414,7 @@ private:
     auto check = [&](uint64_t probe) {
       auto it = findKey(begin, end, probe);
       if (!found && it != end && verdictOfRank(it->rank) > Verdict::Allow) {
-        found = ruleOfRank(it->rank);
+        found = it->rule;
       }
     };
     uint64_t any_key = packKey(kPeerAny, protocolOfKey(key), portOfKey(key), prefixOfKey(key));
@@ -716,7 +444,7 @@ private:
         }
         names.push_back("`" + compiled_.rules[index - kFirstRuleIndex].name + "`");
       }
-      warn(rule_specs_[i]->position,
+      warn(rule_specs_[i].second->position,
            fmt::format("rule `{}` is wholly shadowed by deny rule{} {}; it never allows anything",
                        compiled_.rules[i].name, by.size() == 1 ? "" : "s", fmt::join(names, ", ")));
     }
@@ -725,10 +453,29 @@ private:
   void applyDirectionStates() {
     for (size_t i = 0; i < compiled_.workloads.size(); ++i) {
       CompiledWorkload& workload = compiled_.workloads[i];
-      workload.egress_managed = egress_[i].managed;
-      workload.egress_audit = egress_[i].managed && egress_[i].audit_only;
-      workload.ingress_managed = ingress_[i].managed;
-      workload.ingress_audit = ingress_[i].managed && ingress_[i].audit_only;
+      setDirectionFlags(workload, Direction::Egress, egress_[i].managing, egress_[i].enforcing);
+      setDirectionFlags(workload, Direction::Ingress, ingress_[i].managing,
+                        ingress_[i].enforcing);
+    }
+  }
+
+  // Hands what the change compiler needs over to the index; run() is the last use of them.
+  void fillIndex() {
+    CompileIndex& index = *index_;
+    index.workloads = compiled_.workloads;
+    index.rule_count = compiled_.rules.size();
+    index.order_shift = order_shift_;
+    index.rules.reserve(rule_specs_.size());
+    for (const auto& [segment, rule] : rule_specs_) {
+      index.rules.push_back({segment, rule});
+    }
+    index.local_index = std::move(local_index_);
+    index.peer_index = std::move(peer_index_);
+    for (size_t i = 0; i < egress_.size(); ++i) {
+      index.managing[0].push_back(egress_[i].managing);
+      index.enforcing[0].push_back(egress_[i].enforcing);
+      index.managing[1].push_back(ingress_[i].managing);
+      index.enforcing[1].push_back(ingress_[i].enforcing);
     }
   }
 
@@ -741,7 +488,10 @@ private:
   std::vector<DirectionState> ingress_;
   // Generated entries: egress of each workload in id order, then ingress likewise.
   std::vector<std::vector<RawEntry>> buckets_;
-  std::vector<const RuleSpec*> rule_specs_;  // by rule index - kFirstRuleIndex
+  // By rule index - kFirstRuleIndex.
+  std::vector<std::pair<const SegmentSpec*, const RuleSpec*>> rule_specs_;
+  CompileIndex* index_ = nullptr;
+  unsigned order_shift_ = 0;
   std::vector<ShadowState> shadows_;         // by rule index - kFirstRuleIndex
   struct NestedPrefix {
     uint32_t peer;           // the entry whose prefix lies inside
@@ -830,6 +580,18 @@ Result<CompiledPolicy> compilePolicy(const Policy& policy, Diagnostics& out) {
     return Error::invalid(fmt::format("{}: {}", policy.source_name, countErrors(errors)));
   }
   return compiled;
+}
+
+Result<IndexedPolicy> compileIndexed(std::shared_ptr<const Policy> policy, Diagnostics& out) {
+  size_t errors_before = out.errorCount();
+  auto index = std::make_shared<CompileIndex>();
+  index->policy = policy;
+  CompiledPolicy compiled = Compiler(*policy, out, index.get()).run();
+  size_t errors = out.errorCount() - errors_before;
+  if (errors > 0) {
+    return Error::invalid(fmt::format("{}: {}", policy->source_name, countErrors(errors)));
+  }
+  return IndexedPolicy{std::move(compiled), std::move(index)};
 }
 
 Result<CompiledPolicy> loadPolicyText(std::string_view text, std::string_view source_name,
