@@ -378,7 +378,7 @@ Status Datapath::checkCapacity(const BankContent& desired) const {
   return {};
 }
 
-Status Datapath::syncBank(uint32_t bank, const std::shared_ptr<const BankContent>& desired,
+Status Datapath::syncBank(uint32_t bank, const std::shared_ptr<BankContent>& desired,
                           ApplyStats& stats) {
   const BankContent& current = *bank_content_[bank];
   auto& fds = bank_fds_[bank];
@@ -604,11 +604,11 @@ Status Datapath::apply(BankContent desired, std::map<uint32_t, RuleName> rule_na
   if (auto fits = checkCapacity(desired); !fits) {
     return fits;
   }
-  if (auto waited = waitForReadersOfInactiveBank(); !waited) {
-    return waited;
+  if (auto settled = settleInactiveBank(); !settled) {
+    return settled;
   }
   last_apply_ = {};
-  auto content = std::make_shared<const BankContent>(std::move(desired));
+  auto content = std::make_shared<BankContent>(std::move(desired));
   const uint32_t target = 1 - active_bank_;
   if (auto synced = syncBank(target, content, last_apply_); !synced) {
     // The bank is half written: learn what it holds now, so the next apply diffs against the
@@ -625,19 +625,121 @@ Status Datapath::apply(BankContent desired, std::map<uint32_t, RuleName> rule_na
     }
   }
   rule_names_ = std::move(rule_names);
+  return switchToBank(target, policy_version);
+}
 
-  // The switch: one write of the config entry. Programs read the bank index once per verdict.
+Status Datapath::applyDelta(const BankDelta& delta,
+                            const std::map<uint32_t, RuleName>& added_rule_names,
+                            const std::vector<uint32_t>& removed_rule_ids,
+                            uint64_t policy_version) {
+  if (auto settled = settleInactiveBank(); !settled) {
+    return settled;
+  }
+  const uint32_t target = 1 - active_bank_;
+  if (bank_content_[target] != bank_content_[active_bank_]) {
+    return Error(EAGAIN, "the inactive policy bank differs from the active one");
+  }
+  last_apply_ = {};
+  if (auto written = writeDelta(target, delta, last_apply_); !written) {
+    (void)rereadBank(target);  // it is inactive: learn what it holds, nothing judges with it
+    return written;
+  }
+  std::map<uint32_t, RuleName> names = rule_names_;
+  for (uint32_t id : removed_rule_ids) {
+    if (added_rule_names.count(id) == 0) {
+      names.erase(id);
+    }
+  }
+  for (const auto& [id, name] : added_rule_names) {
+    names[id] = name;
+  }
+  if (auto named = writeRuleNames(names); !named) {
+    (void)rereadBank(target);  // it holds the change, not what was recorded
+    return named;
+  }
+  for (uint32_t id : removed_rule_ids) {
+    if (names.count(id) == 0) {
+      stale_rule_ids_.push_back(id);
+    }
+  }
+  rule_names_ = std::move(names);
+  if (auto switched = switchToBank(target, policy_version); !switched) {
+    (void)rereadBank(target);
+    return switched;
+  }
+  // The content both banks shared now describes the active one; the other catches up later.
+  delta.applyTo(*bank_content_[target]);
+  inactive_bank_lacks_ = delta;
+  return {};
+}
+
+Status Datapath::writeDelta(uint32_t bank, const BankDelta& delta, ApplyStats& stats) {
+  auto started = Clock::now();
+  const auto& fds = bank_fds_[bank];
+  Status written = deleteBatch<mseg_workload_key>(fds[0], delta.workloads.removals);
+  if (written) {
+    written = deleteBatch<mseg_verdict_key>(fds[2], delta.verdicts.removals);
+  }
+  if (written) {
+    written = deleteBatch<mseg_port_verdict_key>(fds[3], delta.port_verdicts.removals);
+  }
+  if (written) {
+    written = updateBatch<mseg_workload_key, mseg_workload>(
+        fds[0], delta.workloads.upsert_keys, delta.workloads.upsert_values);
+  }
+  if (written) {
+    written = updateBatch<mseg_verdict_key, mseg_verdict_value>(
+        fds[2], delta.verdicts.upsert_keys, delta.verdicts.upsert_values);
+  }
+  if (written) {
+    written = updateBatch<mseg_port_verdict_key, mseg_verdict_value>(
+        fds[3], delta.port_verdicts.upsert_keys, delta.port_verdicts.upsert_values);
+  }
+  stats.write += Clock::now() - started;
+  stats.entries_written += delta.workloads.upsert_keys.size() +
+                           delta.verdicts.upsert_keys.size() +
+                           delta.port_verdicts.upsert_keys.size();
+  stats.entries_deleted += delta.workloads.removals.size() + delta.verdicts.removals.size() +
+                           delta.port_verdicts.removals.size();
+  if (!written) {
+    return written.error().wrap("write policy change into bank " + std::to_string(bank));
+  }
+  return {};
+}
+
+// The switch: one write of the config entry. Programs read the bank index once per verdict.
+Status Datapath::switchToBank(uint32_t bank, uint64_t policy_version) {
   uint32_t zero = 0;
   mseg_config config{};
-  config.active_bank = target;
+  config.active_bank = bank;
   config.policy_version = policy_version;
   auto flipping = Clock::now();
   if (bpf_map_update_elem(bpf_map__fd(skeleton_->maps.mseg_cfg_v2), &zero, &config, BPF_ANY)) {
     return Error::fromErrno(errno, "switch active policy bank");
   }
   last_apply_.write += Clock::now() - flipping;
-  active_bank_ = target;
+  active_bank_ = bank;
   inactive_bank_may_be_read_ = true;
+  return {};
+}
+
+// Waits out readers of the inactive bank and writes what an applyDelta left it lacking, so its
+// recorded content is the truth again.
+Status Datapath::settleInactiveBank() {
+  if (auto waited = waitForReadersOfInactiveBank(); !waited) {
+    return waited;
+  }
+  if (!inactive_bank_lacks_) {
+    return {};
+  }
+  const uint32_t inactive = 1 - active_bank_;
+  ApplyStats stats;
+  Status written = writeDelta(inactive, *inactive_bank_lacks_, stats);
+  inactive_bank_lacks_.reset();
+  if (!written) {
+    (void)rereadBank(inactive);
+    return written.error().wrap("bring the inactive policy bank up to date");
+  }
   return {};
 }
 
@@ -657,8 +759,8 @@ Status Datapath::waitForReadersOfInactiveBank() {
 }
 
 Status Datapath::catchUpInactiveBank() {
-  if (auto waited = waitForReadersOfInactiveBank(); !waited) {
-    return waited;
+  if (auto settled = settleInactiveBank(); !settled) {
+    return settled;
   }
   const uint32_t inactive = 1 - active_bank_;
   if (bank_content_[inactive] == bank_content_[active_bank_]) {

@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -72,6 +73,14 @@ public:
   Status apply(BankContent desired, std::map<uint32_t, RuleName> rule_names,
                uint64_t policy_version);
 
+  // Writes a change of a few rules: `delta` into the inactive bank, the names of rules the
+  // change adds, then the switch, as apply() does, but without comparing whole banks: the
+  // cost is the size of the delta. Needs both banks alike (catchUpInactiveBank), else
+  // EAGAIN and nothing is written; apply() is then the way. Rules in `removed_rule_ids` lose
+  // their names once no program counts under them.
+  Status applyDelta(const BankDelta& delta, const std::map<uint32_t, RuleName>& added_rule_names,
+                    const std::vector<uint32_t>& removed_rule_ids, uint64_t policy_version);
+
   // Turns flow reporting in the programs on or off at once (datapath_options.cpp); verdicts
   // and per-rule counters are unaffected. Returns whether it was on, as a previous agent may
   // have left it.
@@ -118,8 +127,11 @@ private:
 
   ::bpf_map* outerMap(size_t kind) const;
   Status checkCapacity(const BankContent& desired) const;
-  Status syncBank(uint32_t bank, const std::shared_ptr<const BankContent>& desired,
+  Status syncBank(uint32_t bank, const std::shared_ptr<BankContent>& desired,
                   ApplyStats& stats);
+  Status writeDelta(uint32_t bank, const BankDelta& delta, ApplyStats& stats);
+  Status switchToBank(uint32_t bank, uint64_t policy_version);
+  Status settleInactiveBank();
   Status writeRuleNames(const std::map<uint32_t, RuleName>& rule_names);
   void removeStaleRuleNames();
   Status waitForReadersOfInactiveBank();
@@ -137,8 +149,10 @@ private:
   std::vector<struct bpf_link*> links_;
   std::array<std::array<int, kBankMaps>, MSEG_BANKS> bank_fds_{};
   std::array<BankMapSpec, kBankMaps> bank_specs_{};
-  // What each bank holds. Both point to one object when the banks are alike.
-  std::array<std::shared_ptr<const BankContent>, MSEG_BANKS> bank_content_;
+  // What each bank holds. Both point to one object when the banks are alike, except that the
+  // inactive bank lacks `inactive_bank_lacks_` after applyDelta until it is caught up.
+  std::array<std::shared_ptr<BankContent>, MSEG_BANKS> bank_content_;
+  std::optional<BankDelta> inactive_bank_lacks_;
   uint32_t active_bank_ = 0;
   ApplyStats last_apply_;
   // Set by a switch: programs may still read the now inactive bank until a grace period ends.

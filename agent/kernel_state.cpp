@@ -119,6 +119,18 @@ std::vector<uint32_t> RuleIds::assign(const policy::CompiledPolicy& policy) {
   return ids;
 }
 
+uint32_t RuleIds::idOf(const std::string& name) {
+  auto known = id_of_name_.find(std::string_view(name));
+  if (known != id_of_name_.end()) {
+    return known->second;
+  }
+  if (next_id_ >= MSEG_MAX_RULES) {
+    return MSEG_RULE_NONE;  // see assign()
+  }
+  id_of_name_.emplace(name, next_id_);
+  return next_id_++;
+}
+
 std::vector<WorkloadBinding> bindWorkloads(const policy::CompiledPolicy& policy,
                                            const std::vector<CgroupEntry>& cgroups) {
   std::vector<WorkloadBinding> bindings;
@@ -140,12 +152,12 @@ std::vector<WorkloadBinding> bindWorkloads(const policy::CompiledPolicy& policy,
   return bindings;
 }
 
-BankContent buildBank(const policy::CompiledPolicy& policy,
-                      const std::vector<WorkloadBinding>& bindings,
-                      const std::vector<uint32_t>& rule_ids) {
-  BankContent bank;
+namespace {
+
+void addAllWorkloadKeys(BankContent& bank, const std::vector<policy::CompiledWorkload>& workloads,
+                        const std::vector<WorkloadBinding>& bindings) {
   std::unordered_map<uint32_t, const policy::CompiledWorkload*> workload_of_id;
-  for (const auto& workload : policy.workloads) {
+  for (const auto& workload : workloads) {
     workload_of_id[workload.id] = &workload;
     if (workload.cgroup_patterns.empty()) {
       addWorkloadKeys(bank, 0, workload);  // selected by user alone, in any cgroup
@@ -154,6 +166,15 @@ BankContent buildBank(const policy::CompiledPolicy& policy,
   for (const auto& binding : bindings) {
     addWorkloadKeys(bank, binding.cgroup_id, *workload_of_id.at(binding.workload_id));
   }
+}
+
+}  // namespace
+
+BankContent buildBank(const policy::CompiledPolicy& policy,
+                      const std::vector<WorkloadBinding>& bindings,
+                      const std::vector<uint32_t>& rule_ids) {
+  BankContent bank;
+  addAllWorkloadKeys(bank, policy.workloads, bindings);
 
   for (const auto& prefix : policy.prefixes) {
     mseg_peer_key key{};
@@ -174,6 +195,55 @@ BankContent buildBank(const policy::CompiledPolicy& policy,
     }
   }
   return bank;
+}
+
+BankDelta buildBankDelta(const policy::CompiledChange& change,
+                         const std::vector<policy::CompiledWorkload>& base_workloads,
+                         const std::vector<WorkloadBinding>& bindings,
+                         const std::vector<uint32_t>& base_rule_ids,
+                         const std::map<uint32_t, uint32_t>& added_rule_ids) {
+  BankDelta delta;
+  for (const auto& entry : change.removed) {
+    if (isPortEntry(entry)) {
+      delta.port_verdicts.removals.push_back(portVerdictKey(entry));
+    } else {
+      delta.verdicts.removals.push_back(verdictKey(entry));
+    }
+  }
+  for (const auto& entry : change.upserted) {
+    mseg_verdict_value value{};
+    value.verdict = static_cast<uint8_t>(entry.verdict);
+    if (auto added = added_rule_ids.find(entry.rule_index); added != added_rule_ids.end()) {
+      value.rule_id = added->second;
+    } else if (entry.rule_index < base_rule_ids.size()) {
+      value.rule_id = base_rule_ids[entry.rule_index];
+    }
+    if (isPortEntry(entry)) {
+      delta.port_verdicts.upsert(portVerdictKey(entry), value);
+    } else {
+      delta.verdicts.upsert(verdictKey(entry), value);
+    }
+  }
+
+  // A workload whose managed directions changed keeps its keys, and their flags change. The
+  // keys are those it wins when all workloads claim theirs in policy order, as in buildBank.
+  if (change.changed_workloads.empty()) {
+    return delta;
+  }
+  std::vector<policy::CompiledWorkload> workloads = base_workloads;
+  std::set<uint32_t> changed;
+  for (const auto& workload : change.changed_workloads) {
+    workloads.at(workload.id - policy::kFirstWorkloadIdentity) = workload;
+    changed.insert(workload.id);
+  }
+  BankContent keys;
+  addAllWorkloadKeys(keys, workloads, bindings);
+  for (const auto& [key, value] : keys.workloads) {
+    if (changed.count(value.id) != 0) {
+      delta.workloads.upsert(key, value);
+    }
+  }
+  return delta;
 }
 
 }  // namespace mseg::agent
