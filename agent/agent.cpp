@@ -160,21 +160,43 @@ void Agent::updateRecorder(const std::vector<CgroupEntry>& cgroups) {
   recorder_->setCgroups(cgroups, cgroup_v2_prefix_);
 }
 
-Result<policy::CompiledPolicy> Agent::compilePolicyFile(policy::LoadTimes& times) const {
+namespace {
+
+// The first errors travel in the message, so status.json and `microsegctl status` say what is
+// wrong without the log.
+Error policyError(const std::string& path, const Error& error,
+                  const policy::Diagnostics& diagnostics) {
+  std::string message = error.message();
+  size_t shown = 0;
+  for (const auto& diagnostic : diagnostics.all()) {
+    if (diagnostic.severity == policy::Severity::Error && shown++ < 3) {
+      message += "; " + diagnostic.toString();
+    }
+  }
+  return Error(error.code(), "policy " + path + ": " + message);
+}
+
+}  // namespace
+
+Result<std::shared_ptr<const policy::Policy>> Agent::loadPolicy(policy::LoadTimes& times) {
   policy::Diagnostics diagnostics;
-  auto compiled = policy::loadPolicyFile(config_.policy_path, diagnostics, &times);
+  auto loaded = policy::readPolicy(config_.policy_path, diagnostics, &times);
+  logDiagnostics(diagnostics);
+  if (!loaded) {
+    return policyError(config_.policy_path, loaded.error(), diagnostics);
+  }
+  return std::make_shared<const policy::Policy>(std::move(*loaded));
+}
+
+Result<policy::IndexedPolicy> Agent::compilePolicy(std::shared_ptr<const policy::Policy> policy,
+                                                   policy::LoadTimes& times) const {
+  auto started = std::chrono::steady_clock::now();
+  policy::Diagnostics diagnostics;
+  auto compiled = policy::compileIndexed(std::move(policy), diagnostics);
+  times.compile = std::chrono::steady_clock::now() - started;
   logDiagnostics(diagnostics);
   if (!compiled) {
-    // The first errors travel in the message, so status.json and `microsegctl status` say
-    // what is wrong without the log.
-    std::string message = compiled.error().message();
-    size_t shown = 0;
-    for (const auto& diagnostic : diagnostics.all()) {
-      if (diagnostic.severity == policy::Severity::Error && shown++ < 3) {
-        message += "; " + diagnostic.toString();
-      }
-    }
-    return Error(compiled.error().code(), "policy " + config_.policy_path + ": " + message);
+    return policyError(config_.policy_path, compiled.error(), diagnostics);
   }
   return compiled;
 }
@@ -197,7 +219,11 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentConfig& config) {
   }
 
   policy::LoadTimes load_times;
-  auto compiled = agent->compilePolicyFile(load_times);
+  auto loaded = agent->loadPolicy(load_times);
+  if (!loaded) {
+    return loaded.error();
+  }
+  auto compiled = agent->compilePolicy(*loaded, load_times);
   if (!compiled) {
     return compiled.error();
   }
@@ -243,9 +269,11 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentConfig& config) {
               agent->metrics_->port());
     agent->publishMetrics();
   }
-  if (auto applied = agent->applyPolicy(std::move(*compiled), load_times); !applied) {
+  if (auto applied = agent->applyPolicy(std::move(*compiled), load_times, ApplyKind::NewVersion);
+      !applied) {
     return applied.error();
   }
+  agent->parsed_policy_ = std::move(*loaded);
   if (auto attached = agent->datapath_->attach(); !attached) {
     return attached.error();
   }
@@ -456,6 +484,10 @@ void Agent::publishMetrics() {
               static_cast<double>(reloads_applied_));
   text.sample("microseg_policy_reloads_total", {{"result", "failed"}},
               static_cast<double>(reloads_failed_));
+  text.counter("microseg_policy_incremental_mismatches_total",
+               "Changes whose fast-path result differed from the full compile (then corrected).");
+  text.sample("microseg_policy_incremental_mismatches_total", {},
+              static_cast<double>(incremental_mismatches_));
   text.gauge("microseg_policy_apply_seconds", "Duration of the last policy or cgroup apply.");
   text.sample("microseg_policy_apply_seconds", {}, last_apply_seconds_);
   text.gauge("microseg_policy_apply_stage_seconds",
@@ -516,26 +548,39 @@ double millis(std::chrono::nanoseconds duration) {
 
 }  // namespace
 
-Status Agent::applyPolicy(policy::CompiledPolicy compiled, const policy::LoadTimes& times) {
+// Records how long each stage took, for the metrics, and returns the total in ms.
+double Agent::recordApplyStages(const std::array<double, 5>& stages_ms) {
+  double total_ms = 0;
+  for (size_t i = 0; i < stages_ms.size(); i++) {
+    last_apply_stages_[i] = stages_ms[i] / 1000.0;
+    total_ms += stages_ms[i];
+  }
+  last_apply_seconds_ = total_ms / 1000.0;
+  return total_ms;
+}
+
+Status Agent::applyPolicy(policy::IndexedPolicy compiled, const policy::LoadTimes& times,
+                          ApplyKind kind) {
   using Clock = std::chrono::steady_clock;
   auto started = Clock::now();
   auto cgroups = listCgroups(attach_cgroup_);
   if (!cgroups) {
     return cgroups.error();
   }
-  auto bindings = bindWorkloads(compiled, *cgroups);
-  auto kernel_ids = rule_ids_.assign(compiled);
-  auto bank = buildBank(compiled, bindings, kernel_ids);
-  auto names = ruleNames(compiled, kernel_ids);
+  auto bindings = bindWorkloads(compiled.compiled, *cgroups);
+  auto kernel_ids = rule_ids_.assign(compiled.compiled);
+  auto bank = buildBank(compiled.compiled, bindings, kernel_ids);
+  auto names = ruleNames(compiled.compiled, kernel_ids);
   const size_t entries = bank.verdictEntries();
   auto prepared = Clock::now();
-  if (auto applied = datapath_->apply(std::move(bank), std::move(names), policy_version_ + 1);
-      !applied) {
+  const uint64_t version = kind == ApplyKind::NewVersion ? policy_version_ + 1 : policy_version_;
+  if (auto applied = datapath_->apply(std::move(bank), std::move(names), version); !applied) {
     return applied.error().wrap("apply policy");
   }
   auto enforcing = Clock::now();
-  policy_version_ += 1;
-  policy_ = std::make_shared<const policy::CompiledPolicy>(std::move(compiled));
+  policy_version_ = version;
+  policy_ = std::make_shared<const policy::CompiledPolicy>(std::move(compiled.compiled));
+  compile_index_ = std::move(compiled.index);
   bindings_ = std::move(bindings);
   kernel_rule_ids_ = std::move(kernel_ids);
   updateRecorder(*cgroups);
@@ -544,22 +589,97 @@ Status Agent::applyPolicy(policy::CompiledPolicy compiled, const policy::LoadTim
   const std::array<double, 5> stages = {millis(times.read), millis(times.parse),
                                         millis(times.compile), millis(prepared - started),
                                         millis(enforcing - prepared)};
-  double total_ms = 0;
-  for (size_t i = 0; i < stages.size(); i++) {
-    last_apply_stages_[i] = stages[i] / 1000.0;
-    total_ms += stages[i];
-  }
-  last_apply_seconds_ = total_ms / 1000.0;
   const ApplyStats& kernel = datapath_->lastApplyStats();
-  logger("policy")->info(
-      "policy applied version={} hash={} rules={} entries={} workload_cgroups={} read_ms={:.1f} "
-      "parse_ms={:.1f} compile_ms={:.1f} prepare_ms={:.1f} kernel_ms={:.1f} took_ms={:.1f} "
-      "kernel_changed={} kernel_diff_ms={:.1f} kernel_write_ms={:.2f}",
-      policy_version_, policy_->content_hash.substr(0, 12), policy_->rules.size(), entries,
-      bindings_.size(), stages[0], stages[1], stages[2], stages[3], stages[4], total_ms,
-      kernel.entries_written + kernel.entries_deleted, millis(kernel.diff), millis(kernel.write));
+  const size_t kernel_changed = kernel.entries_written + kernel.entries_deleted;
+  if (kind == ApplyKind::NewVersion) {
+    const double total_ms = recordApplyStages(stages);
+    logger("policy")->info(
+        "policy applied version={} hash={} rules={} entries={} workload_cgroups={} "
+        "read_ms={:.1f} parse_ms={:.1f} compile_ms={:.1f} prepare_ms={:.1f} kernel_ms={:.1f} "
+        "took_ms={:.1f} kernel_changed={} kernel_diff_ms={:.1f} kernel_write_ms={:.2f}",
+        policy_version_, policy_->content_hash.substr(0, 12), policy_->rules.size(), entries,
+        bindings_.size(), stages[0], stages[1], stages[2], stages[3], stages[4], total_ms,
+        kernel_changed, millis(kernel.diff), millis(kernel.write));
+  } else {
+    reportSettled(kernel_changed, stages[2] + stages[3] + stages[4]);
+  }
   catchUpInactiveBank();
   return {};
+}
+
+// The full compile after a change applied through the fast path must find the kernel already
+// holding its result; any difference is a fault of the change compiler, corrected here.
+void Agent::reportSettled(size_t kernel_changed, double took_ms) {
+  if (kernel_changed == 0) {
+    logger("policy")->debug("policy settled version={} took_ms={:.1f}", policy_version_,
+                            took_ms);
+    return;
+  }
+  incremental_mismatches_ += 1;
+  logger("policy")->error(
+      "the incremental apply of version {} differed from the full compile in {} kernel "
+      "entries; the full result now enforces. Please report this with the policy change",
+      policy_version_, kernel_changed);
+}
+
+// The fast path for a change of a few rules: compiles only what changed and writes only the
+// entries that differ. Returns false when the change needs a full compile.
+Result<bool> Agent::applyChange(const std::shared_ptr<const policy::Policy>& next,
+                                const policy::LoadTimes& times) {
+  using Clock = std::chrono::steady_clock;
+  if (!compile_index_) {
+    return false;
+  }
+  auto started = Clock::now();
+  auto compiled = policy::compileChange(*compile_index_, *next);
+  if (auto* why = std::get_if<policy::NotIncremental>(&compiled)) {
+    logger("policy")->debug("compiling the whole policy reason=\"{}\"", why->reason);
+    return false;
+  }
+  const auto& change = std::get<policy::CompiledChange>(compiled);
+  auto compiled_at = Clock::now();
+
+  std::map<uint32_t, uint32_t> added_ids;  // by the change's rule index
+  std::map<uint32_t, RuleName> added_names;  // by kernel id
+  for (const auto& rule : change.added_rules) {
+    const uint32_t id = rule_ids_.idOf(rule.name);
+    added_ids[rule.index] = id;
+    if (id != MSEG_RULE_NONE) {
+      added_names[id] = RuleName{rule.name, static_cast<uint8_t>(rule.verdict)};
+    }
+  }
+  std::vector<uint32_t> removed_ids;
+  for (uint32_t index : change.removed_rules) {
+    removed_ids.push_back(kernel_rule_ids_.at(index));
+  }
+  const BankDelta delta =
+      buildBankDelta(change, policy_->workloads, bindings_, kernel_rule_ids_, added_ids);
+  auto prepared = Clock::now();
+  if (auto applied =
+          datapath_->applyDelta(delta, added_names, removed_ids, policy_version_ + 1);
+      !applied) {
+    logger("policy")->warn("could not write the change alone, writing the whole policy err={}",
+                           applied.error().message());
+    return false;
+  }
+  auto enforcing = Clock::now();
+  policy_version_ += 1;
+
+  const std::array<double, 5> stages = {millis(times.read), millis(times.parse),
+                                        millis(compiled_at - started),
+                                        millis(prepared - compiled_at),
+                                        millis(enforcing - prepared)};
+  const double total_ms = recordApplyStages(stages);
+  const ApplyStats& kernel = datapath_->lastApplyStats();
+  logger("policy")->info(
+      "policy applied version={} hash={} incremental=true rules_added={} rules_removed={} "
+      "read_ms={:.1f} parse_ms={:.1f} compile_ms={:.1f} prepare_ms={:.1f} kernel_ms={:.1f} "
+      "took_ms={:.1f} kernel_changed={} kernel_diff_ms={:.1f} kernel_write_ms={:.2f}",
+      policy_version_, next->content_hash.substr(0, 12), change.added_rules.size(),
+      change.removed_rules.size(), stages[0], stages[1], stages[2], stages[3], stages[4],
+      total_ms, kernel.entries_written + kernel.entries_deleted, millis(kernel.diff),
+      millis(kernel.write));
+  return true;
 }
 
 // Runs after the new policy enforces: the next change then writes only its difference.
@@ -605,34 +725,87 @@ Status Agent::rebindCgroups() {
   return {};
 }
 
-void Agent::reloadPolicy() {
+void Agent::reloadPolicy(ReloadTrigger trigger) {
   auto log = logger("policy");
   log->info("reloading policy file={}", config_.policy_path);
   notifier_.reloading("reloading policy " + config_.policy_path);
-  policy::LoadTimes load_times;
-  auto compiled = compilePolicyFile(load_times);
-  if (!compiled) {
-    last_error_ = compiled.error().message();
-    reloads_failed_ += 1;
-    control_state_->recordReload(ReloadOutcome::Result::Rejected, last_error_);
-    log->error("policy rejected, version {} keeps enforcing: fix the file and send SIGHUP again "
-               "err={}", policy_version_, last_error_);
-    writeStatus();
-    notifier_.ready(serviceStatus());
-    return;
-  }
-  if (auto applied = applyPolicy(std::move(*compiled), load_times); !applied) {
+  auto outcome = ReloadOutcome::Result::Applied;
+  if (auto applied = loadAndApplyPolicy(trigger, outcome); !applied) {
     last_error_ = applied.error().message();
     reloads_failed_ += 1;
-    control_state_->recordReload(ReloadOutcome::Result::Failed, last_error_);
-    log->error("policy not applied, the previous version keeps enforcing err={}", last_error_);
-  } else {
+    control_state_->recordReload(outcome, last_error_);
+    if (outcome == ReloadOutcome::Result::Rejected) {
+      log->error("policy rejected, version {} keeps enforcing: fix the file and send SIGHUP "
+                 "again err={}", policy_version_, last_error_);
+    } else {
+      log->error("policy not applied, the previous version keeps enforcing err={}", last_error_);
+    }
+  } else if (outcome == ReloadOutcome::Result::Applied) {
     last_error_.clear();
     reloads_applied_ += 1;
-    control_state_->recordReload(ReloadOutcome::Result::Applied, "");
+    control_state_->recordReload(outcome, "");
   }
   writeStatus();
   notifier_.ready(serviceStatus());
+}
+
+// A change of a few rules enforces through the fast path first, then the whole policy is
+// compiled and applied as the same version to settle everything else (the compiled policy
+// that control calls and flow records read, warnings about every rule); that must change
+// nothing in the kernel. `outcome` says whether a failure was the policy's (Rejected) or the
+// kernel's (Failed), or None when an unchanged file needed nothing.
+Status Agent::loadAndApplyPolicy(ReloadTrigger trigger, ReloadOutcome::Result& outcome) {
+  outcome = ReloadOutcome::Result::Rejected;
+  policy::LoadTimes times;
+  auto next = loadPolicy(times);
+  if (!next) {
+    return next.error();
+  }
+  // Editors and configuration management rewrite files unchanged; SIGHUP always recompiles
+  // (a user may have been created on the host since).
+  if (trigger == ReloadTrigger::FileChanged && parsed_policy_ &&
+      (*next)->content_hash == parsed_policy_->content_hash) {
+    logger("policy")->info("policy file unchanged, version {} keeps enforcing hash={}",
+                           policy_version_, (*next)->content_hash.substr(0, 12));
+    outcome = ReloadOutcome::Result::None;
+    return {};
+  }
+  outcome = ReloadOutcome::Result::Failed;
+  auto fast = applyChange(*next, times);
+  if (!fast) {
+    return fast.error();
+  }
+  if (*fast) {
+    outcome = ReloadOutcome::Result::Applied;
+    parsed_policy_ = *next;
+  }
+  auto settled = compileAndApply(*next, times, *fast ? ApplyKind::Settle : ApplyKind::NewVersion);
+  if (!settled && *fast) {
+    // The change enforces, but what describes it (compiled policy, index) is the old one's:
+    // forget the index so the next change is compiled in full.
+    compile_index_.reset();
+    parsed_policy_.reset();
+    logger("policy")->error("version {} enforces, but compiling it in full failed; send SIGHUP "
+                            "to retry err={}", policy_version_, settled.error().message());
+    return {};
+  }
+  if (!settled) {
+    outcome = settled.error().code() == EINVAL ? ReloadOutcome::Result::Rejected
+                                               : ReloadOutcome::Result::Failed;
+    return settled;
+  }
+  outcome = ReloadOutcome::Result::Applied;
+  parsed_policy_ = std::move(*next);
+  return {};
+}
+
+Status Agent::compileAndApply(const std::shared_ptr<const policy::Policy>& policy,
+                              policy::LoadTimes& times, ApplyKind kind) {
+  auto compiled = compilePolicy(policy, times);
+  if (!compiled) {
+    return compiled.error();
+  }
+  return applyPolicy(std::move(*compiled), times, kind);
 }
 
 void Agent::logCounterChanges() {
@@ -724,7 +897,7 @@ int Agent::run() {
       signalfd_siginfo info{};
       while (read(signal_fd, &info, sizeof(info)) == sizeof(info)) {
         if (info.ssi_signo == SIGHUP) {
-          reloadPolicy();
+          reloadPolicy(ReloadTrigger::Signal);
           continue;
         }
         tick();
@@ -753,7 +926,7 @@ int Agent::run() {
       }
     }
     if ((fds[4].revents & POLLIN) && policy_watcher_.changed()) {
-      reloadPolicy();
+      reloadPolicy(ReloadTrigger::FileChanged);
     }
     if (fds[2].revents & POLLIN) {
       uint64_t expirations = 0;

@@ -25,6 +25,7 @@
 #include "kernel_state.hpp"
 #include "mseg/policy/compiled.hpp"
 #include "mseg/policy/compiler.hpp"
+#include "mseg/policy/incremental.hpp"
 #include "mseg/result.hpp"
 
 struct ring_buffer;
@@ -54,12 +55,26 @@ private:
   void tick();
   void reportDenials();
   void publishMetrics();
-  Result<policy::CompiledPolicy> compilePolicyFile(policy::LoadTimes& times) const;
-  Status applyPolicy(policy::CompiledPolicy compiled, const policy::LoadTimes& times);
+  // A new version bumps the policy version; Settle applies the full compile of a version the
+  // fast path (applyChange) already enforces.
+  enum class ApplyKind : uint8_t { NewVersion, Settle };
+  enum class ReloadTrigger : uint8_t { Signal, FileChanged };
+  Result<std::shared_ptr<const policy::Policy>> loadPolicy(policy::LoadTimes& times);
+  Result<policy::IndexedPolicy> compilePolicy(std::shared_ptr<const policy::Policy> policy,
+                                              policy::LoadTimes& times) const;
+  Status applyPolicy(policy::IndexedPolicy compiled, const policy::LoadTimes& times,
+                     ApplyKind kind);
+  Result<bool> applyChange(const std::shared_ptr<const policy::Policy>& next,
+                           const policy::LoadTimes& times);
+  Status compileAndApply(const std::shared_ptr<const policy::Policy>& policy,
+                         policy::LoadTimes& times, ApplyKind kind);
+  Status loadAndApplyPolicy(ReloadTrigger trigger, ReloadOutcome::Result& outcome);
+  void reportSettled(size_t kernel_changed, double took_ms);
+  double recordApplyStages(const std::array<double, 5>& stages_ms);
   void catchUpInactiveBank();
   Status rebindCgroups();
   void updateRecorder(const std::vector<CgroupEntry>& cgroups);
-  void reloadPolicy();
+  void reloadPolicy(ReloadTrigger trigger);
   void logCounterChanges();
   void writeStatus() const;
   std::string serviceStatus() const;
@@ -77,6 +92,10 @@ private:
   // Shared with control calls, which read it on their own threads.
   std::shared_ptr<const policy::CompiledPolicy> policy_ =
       std::make_shared<const policy::CompiledPolicy>();
+  // The policy as parsed and what the change compiler needs of its compiled form, for the
+  // next change.
+  std::shared_ptr<const policy::Policy> parsed_policy_;
+  std::shared_ptr<const policy::CompileIndex> compile_index_;
   std::vector<WorkloadBinding> bindings_;
   std::vector<uint32_t> kernel_rule_ids_;
   uint64_t policy_version_ = 0;
@@ -96,6 +115,7 @@ private:
   ServiceNotifier notifier_;
   uint64_t reloads_applied_ = 0;
   uint64_t reloads_failed_ = 0;
+  uint64_t incremental_mismatches_ = 0;  // see reportSettled
   double last_apply_seconds_ = 0;
   // Seconds per stage of the last policy apply: read, parse, compile, prepare, kernel.
   std::array<double, 5> last_apply_stages_{};

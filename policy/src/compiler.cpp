@@ -603,29 +603,32 @@ Result<CompiledPolicy> loadPolicyText(std::string_view text, std::string_view so
   return compilePolicy(*policy, out);
 }
 
-Result<CompiledPolicy> loadPolicyFile(std::string_view path, Diagnostics& out, LoadTimes* times) {
+Result<Policy> readPolicy(std::string_view path, Diagnostics& out, LoadTimes* times) {
   using Clock = std::chrono::steady_clock;
   LoadTimes local;
   LoadTimes& spent = times != nullptr ? *times : local;
-  auto mark = Clock::now();
-  auto lap = [&mark](std::chrono::nanoseconds& into) {
-    auto now = Clock::now();
-    into = now - mark;
-    mark = now;
-  };
-
+  auto started = Clock::now();
   auto text = readFile(path);
-  lap(spent.read);
+  auto read = Clock::now();
+  spent.read = read - started;
   if (!text) {
     return text.error().wrap("load policy");
   }
   auto policy = parsePolicy(*text, path, out);
-  lap(spent.parse);
+  spent.parse = Clock::now() - read;
+  return policy;
+}
+
+Result<CompiledPolicy> loadPolicyFile(std::string_view path, Diagnostics& out, LoadTimes* times) {
+  LoadTimes local;
+  LoadTimes& spent = times != nullptr ? *times : local;
+  auto policy = readPolicy(path, out, &spent);
   if (!policy) {
     return policy.error();
   }
+  auto started = std::chrono::steady_clock::now();
   auto compiled = compilePolicy(*policy, out);
-  lap(spent.compile);
+  spent.compile = std::chrono::steady_clock::now() - started;
   return compiled;
 }
 

@@ -100,6 +100,7 @@ Result<int> AgentHarness::stop(std::chrono::milliseconds timeout) {
   ::kill(process_->pid(), SIGTERM);
   auto status = process_->wait(timeout);
   if (status) {
+    stopped_log_ = process_->err();
     process_.reset();
   }
   return status;

@@ -37,6 +37,8 @@ public:
   void crash();
   // SIGTERM, as `systemctl stop` does; returns the exit status once the agent has exited.
   Result<int> stop(std::chrono::milliseconds timeout = std::chrono::seconds(20));
+  // What the agent stop() ended wrote to stderr (its log).
+  const std::string& stoppedLog() const { return stopped_log_; }
   // SIGHUP, then waits until the status file shows a version above `after`.
   Status reloadAndWait(uint64_t after);
   // Sends SIGHUP without waiting.
@@ -69,6 +71,7 @@ private:
   std::string pin_dir_;
   std::optional<Subprocess> process_;
   std::vector<std::string> extra_arguments_;
+  std::string stopped_log_;
   std::string binary_ = MSEG_MICROSEGD;
 };
 

@@ -284,6 +284,45 @@ TEST_F(EnforcementPrivilegedTest, ReplacingThePolicyFileAppliesIt) {
   EXPECT_EQ(connectFrom(client(), kServer4, 7001), EPERM);
 }
 
+// A change of one rule enforces through the change compiler; the full compile that follows
+// must find nothing left to write (the agent logs an error if it does).
+TEST_F(EnforcementPrivilegedTest, OneRuleChangeTakesTheFastPathAndAgreesWithAFullCompile) {
+  serveTcp(7001);
+  serveTcp(7002);
+  startAgent();
+  const uint64_t version = *agent_->policyVersion();
+  std::string moved = kPolicy;
+  moved.replace(moved.find("ports: [7001, 7100-7199]"), 24, "ports: [7002, 7100-7199]");
+  const auto staged = agent_->policyPath().string() + ".new";
+  std::ofstream(staged) << moved;
+
+  std::filesystem::rename(staged, agent_->policyPath());
+
+  ASSERT_TRUE(pollUntil(10s, [&] { return agent_->policyVersion().value_or(0) > version; }));
+  EXPECT_EQ(*agent_->policyVersion(), version + 1);
+  EXPECT_EQ(connectFrom(client(), kServer4, 7001), EPERM);
+  EXPECT_EQ(connectFrom(client(), kServer4, 7002), 0);
+  EXPECT_EQ(agent_->ruleHits("app/client-to-server-tcp"), 2u);
+  ASSERT_TRUE(agent_->stop().ok());
+  const std::string& log = agent_->stoppedLog();
+  EXPECT_NE(log.find("incremental=true rules_added=1 rules_removed=1"), std::string::npos) << log;
+  EXPECT_EQ(log.find("differed from the full compile"), std::string::npos) << log;
+}
+
+TEST_F(EnforcementPrivilegedTest, PolicyFileRewrittenUnchangedKeepsTheVersion) {
+  startAgent();
+  const uint64_t version = *agent_->policyVersion();
+  const auto staged = agent_->policyPath().string() + ".new";
+  std::ofstream(staged) << kPolicy;
+
+  std::filesystem::rename(staged, agent_->policyPath());
+
+  EXPECT_FALSE(pollUntil(kQuick, [&] { return agent_->policyVersion().value_or(0) > version; }));
+  ASSERT_TRUE(agent_->stop().ok());
+  EXPECT_NE(agent_->stoppedLog().find("policy file unchanged, version"), std::string::npos)
+      << agent_->stoppedLog();
+}
+
 TEST_F(EnforcementPrivilegedTest, ReloadWithBadPolicyKeepsTheOldOne) {
   serveTcp(7001);
   startAgent();

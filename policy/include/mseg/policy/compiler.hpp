@@ -34,6 +34,9 @@ struct LoadTimes {
 Result<CompiledPolicy> loadPolicyFile(std::string_view path, Diagnostics& out,
                                       LoadTimes* times = nullptr);
 
+// Reads, parses and validates a policy file without compiling it (times.compile stays 0).
+Result<Policy> readPolicy(std::string_view path, Diagnostics& out, LoadTimes* times = nullptr);
+
 // Same as loadPolicyFile for a text already in memory.
 Result<CompiledPolicy> loadPolicyText(std::string_view text, std::string_view source_name,
                                       Diagnostics& out);
