@@ -644,25 +644,19 @@ Status Datapath::applyDelta(const BankDelta& delta,
     (void)rereadBank(target);  // it is inactive: learn what it holds, nothing judges with it
     return written;
   }
-  std::map<uint32_t, RuleName> names = rule_names_;
-  for (uint32_t id : removed_rule_ids) {
-    if (added_rule_names.count(id) == 0) {
-      names.erase(id);
-    }
-  }
-  for (const auto& [id, name] : added_rule_names) {
-    names[id] = name;
-  }
-  if (auto named = writeRuleNames(names); !named) {
+  // Only the added rules' names are written; the others stay as they are.
+  if (auto named = writeRuleNames(added_rule_names); !named) {
     (void)rereadBank(target);  // it holds the change, not what was recorded
     return named;
   }
   for (uint32_t id : removed_rule_ids) {
-    if (names.count(id) == 0) {
+    if (added_rule_names.count(id) == 0 && rule_names_.erase(id) > 0) {
       stale_rule_ids_.push_back(id);
     }
   }
-  rule_names_ = std::move(names);
+  for (const auto& [id, name] : added_rule_names) {
+    rule_names_[id] = name;
+  }
   if (auto switched = switchToBank(target, policy_version); !switched) {
     (void)rereadBank(target);
     return switched;
