@@ -473,8 +473,6 @@ void Agent::tick() {
   }
 }
 
-// LIMITATION: rule counters are read one syscall per rule each second while metrics are on;
-// with tens of thousands of rules a batched read (BPF_MAP_LOOKUP_BATCH) is needed.
 void Agent::publishMetrics() {
   MetricsText text;
   text.gauge("microseg_policy_version", "Version of the policy enforcing now.");

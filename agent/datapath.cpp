@@ -10,6 +10,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <set>
@@ -20,6 +21,7 @@
 #include "cgroup_owner.hpp"
 #include "cgroups.hpp"
 #include "logging.hpp"
+#include "map_batch.hpp"
 #include "microseg.skel.h"
 #include "mounts.hpp"
 #include "mseg/unique_fd.hpp"
@@ -128,59 +130,60 @@ Status syncMap(int fd, const MapContent<K, V>& current, const MapContent<K, V>& 
 }
 
 Result<std::map<uint32_t, uint64_t>> sumPerCpu(int fd, uint32_t entries) {
-  int cpus = libbpf_num_possible_cpus();
-  if (cpus <= 0) {
-    return Error::fromErrno(-cpus, "count possible CPUs");
+  auto counts = sumPerCpuCounters(fd, entries - 1);
+  if (!counts) {
+    return counts.error();
   }
   std::map<uint32_t, uint64_t> totals;
-  std::vector<uint64_t> values(cpus);
   for (uint32_t key = 0; key < entries; key++) {
-    if (bpf_map_lookup_elem(fd, &key, values.data()) != 0) {
-      return Error::fromErrno(errno, "read per-CPU counter");
-    }
-    uint64_t sum = 0;
-    for (uint64_t v : values) {
-      sum += v;
-    }
-    if (sum != 0) {
-      totals[key] = sum;
+    if ((*counts)[key] != 0) {
+      totals[key] = (*counts)[key];
     }
   }
   return totals;
 }
 
+// Every named rule's total, 0 included. Reads the counters up to the highest id in use in
+// batches (map_batch.hpp): ids are handed out in order and never reused, so that is about as
+// many entries as rules.
 Result<std::map<uint32_t, uint64_t>> sumRuleHits(int stats_fd,
                                                  const std::map<uint32_t, RuleName>& names) {
-  int cpus = libbpf_num_possible_cpus();
-  std::map<uint32_t, uint64_t> totals;
-  std::vector<uint64_t> values(cpus > 0 ? cpus : 1);
-  // Only ids in use are read: a handful of syscalls instead of the whole array.
-  std::vector<uint32_t> ids = {MSEG_RULE_DEFAULT_DENY, MSEG_RULE_DEFAULT_AUDIT};
-  for (const auto& [id, name] : names) {
-    ids.push_back(id);
+  uint32_t last = MSEG_RULE_DEFAULT_AUDIT;
+  if (!names.empty()) {
+    last = std::max(last, names.rbegin()->first);
   }
-  for (uint32_t id : ids) {
-    if (bpf_map_lookup_elem(stats_fd, &id, values.data()) != 0) {
-      return Error::fromErrno(errno, "read rule counter");
-    }
-    uint64_t sum = 0;
-    for (uint64_t v : values) {
-      sum += v;
-    }
-    totals[id] = sum;
+  auto counts = sumPerCpuCounters(stats_fd, last);
+  if (!counts) {
+    return counts.error().wrap("read rule counters");
+  }
+  std::map<uint32_t, uint64_t> totals;
+  totals[MSEG_RULE_DEFAULT_DENY] = (*counts)[MSEG_RULE_DEFAULT_DENY];
+  totals[MSEG_RULE_DEFAULT_AUDIT] = (*counts)[MSEG_RULE_DEFAULT_AUDIT];
+  for (const auto& [id, name] : names) {
+    totals.emplace_hint(totals.end(), id, (*counts)[id]);  // ids ascend: no tree search
   }
   return totals;
 }
 
 Result<std::map<uint32_t, RuleName>> readRuleNames(int fd) {
-  auto raw = readMap<uint32_t, mseg_rule_name>(fd);
-  if (!raw) {
-    return raw.error().wrap("read rule names");
+  // The hash map hands entries out of order: sorted first, the map is built without searches.
+  std::vector<std::pair<uint32_t, RuleName>> entries;
+  auto read = lookupBatched<uint32_t>(
+      fd, sizeof(mseg_rule_name), [&](const uint32_t& id, const uint8_t* value) {
+        const auto* entry = reinterpret_cast<const mseg_rule_name*>(value);
+        entries.emplace_back(
+            id, RuleName{std::string(entry->name, strnlen(entry->name, sizeof(entry->name))),
+                         entry->verdict});
+        return true;
+      });
+  if (!read) {
+    return read.error().wrap("read rule names");
   }
+  std::sort(entries.begin(), entries.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
   std::map<uint32_t, RuleName> names;
-  for (const auto& [id, entry] : *raw) {
-    names[id] = RuleName{std::string(entry.name, strnlen(entry.name, sizeof(entry.name))),
-                         entry.verdict};
+  for (auto& [id, name] : entries) {
+    names.emplace_hint(names.end(), id, std::move(name));
   }
   return names;
 }
