@@ -9,16 +9,15 @@
 
 #include <chrono>
 #include <filesystem>
-#include <fstream>
 
 #include <bpf/libbpf.h>
-#include <nlohmann/json.hpp>
 
 #include "logging.hpp"
 #include "mounts.hpp"
 #include "mseg/certificate_check.hpp"
 #include "mseg/policy/compiler.hpp"
 #include "reasons.hpp"
+#include "status_file.hpp"
 
 namespace mseg::agent {
 namespace {
@@ -718,6 +717,7 @@ Status Agent::rebindCgroups() {
   logger("agent")->info("workload cgroups changed workload_cgroups={} policy_version={}",
                         bindings.size(), policy_version_);
   bindings_ = std::move(bindings);
+  writeStatus();
   catchUpInactiveBank();
   publishControlState(std::move(*cgroups));
   return {};
@@ -840,28 +840,19 @@ std::string Agent::serviceStatus() const {
   return line;
 }
 
-void Agent::writeStatus() const {
-  std::error_code err;
-  fs::create_directories(config_.state_dir, err);
-  nlohmann::json status = {
-      {"pid", getpid()},
-      {"state", "enforcing"},
-      {"cgroup", attach_cgroup_},
-      {"pin_dir", config_.pin_dir},
-      {"policy_file", config_.policy_path},
-      {"policy_version", policy_version_},
-      {"policy_hash", policy_->content_hash},
-      {"last_error", last_error_},
-  };
-  const std::string path = config_.state_dir + "/status.json";
-  const std::string temporary = path + ".tmp";
-  {
-    std::ofstream out(temporary, std::ios::trunc);
-    out << status.dump(2) << "\n";
-  }
-  fs::rename(temporary, path, err);
-  if (err) {
-    logger("agent")->warn("cannot write {}: {}", path, err.message());
+void Agent::writeStatus(const char* state) const {
+  StatusFile status;
+  status.pid = getpid();
+  status.state = state;
+  status.cgroup = attach_cgroup_;
+  status.pin_dir = config_.pin_dir;
+  status.policy_file = config_.policy_path;
+  status.policy_version = policy_version_;
+  status.policy_hash = policy_->content_hash;
+  status.last_error = last_error_;
+  if (auto written = writeStatusFile(config_.state_dir, status); !written) {
+    logger("agent")->warn("cannot write the status file, it shows an older state err={}",
+                          written.error().message());
   }
 }
 
@@ -905,6 +896,7 @@ int Agent::run() {
                   recordsDropped());
         notifier_.stopping("stopping; pinned programs keep enforcing policy version " +
                            std::to_string(policy_version_));
+        writeStatus("stopped");
         close(signal_fd);
         close(tick_fd);
         return 0;

@@ -76,7 +76,8 @@ private:
   void updateRecorder(const std::vector<CgroupEntry>& cgroups);
   void reloadPolicy(ReloadTrigger trigger);
   void logCounterChanges();
-  void writeStatus() const;
+  // STATE_DIR/status.json; `state` is "enforcing" while the agent runs, "stopped" at its end.
+  void writeStatus(const char* state = "enforcing") const;
   std::string serviceStatus() const;
   Status startControl();
   void publishControlState(std::vector<CgroupEntry> cgroups);

@@ -4,6 +4,7 @@
 // with changes, an agent whose last reload was refused, no agent), 2 a malformed command line.
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <optional>
@@ -20,6 +21,7 @@
 #include "datapath.hpp"
 #include "mseg/policy/compiler.hpp"
 #include "reasons.hpp"
+#include "status_file.hpp"
 
 namespace {
 
@@ -237,7 +239,44 @@ int validatePolicy(const Arguments& args) {
   return kExitOk;
 }
 
+// Without an agent to ask, the status file of the state directory tells what the last one
+// enforced. Its pid is checked: a killed agent could not mark the file stopped.
+void describeLastAgent(const std::string& state_dir) {
+  auto last = mseg::agent::readStatusFile(state_dir);
+  if (!last) {
+    return;  // no agent ever ran with this state directory
+  }
+  const std::string file = mseg::agent::statusFilePath(state_dir);
+  if (mseg::agent::agentRunning(last->pid)) {
+    std::fprintf(stderr,
+                 "microsegctl: %s names microsegd pid %d, which runs: give its control socket "
+                 "with --socket or --config\n",
+                 file.c_str(), last->pid);
+    return;
+  }
+  const char* how = last->state == "stopped" ? "it stopped" : "it was killed or crashed";
+  std::string enforcing = "nothing is pinned in " + last->pin_dir + ": nothing enforces";
+  if (std::filesystem::exists(last->pin_dir)) {
+    enforcing = fmt::format("its programs pinned in {} keep enforcing policy version {} "
+                            "(sha256 {}) on {}",
+                            last->pin_dir, last->policy_version,
+                            last->policy_hash.substr(0, 12), last->cgroup);
+  }
+  std::fprintf(stderr, "microsegctl: microsegd pid %d, which wrote %s, is not running (%s); %s\n",
+               last->pid, file.c_str(), how, enforcing.c_str());
+}
+
 int showStatus(const Arguments& args) {
+  if (auto usable = ctl::checkControlSocket(args.socket());
+      !usable && usable.error().code() == ENOENT) {
+    fail(usable.error());
+    // With --socket the state directory is not known; it is the configured (or default) one
+    // only when the socket is too.
+    if (!args.values.count("--socket")) {
+      describeLastAgent(args.config.state_dir);
+    }
+    return kExitFailure;
+  }
   bool reload_failed = false;
   int exit_code = askAgent(
       args,

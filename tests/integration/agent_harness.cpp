@@ -145,6 +145,11 @@ std::string AgentHarness::lastError() const {
   return status ? (*status)["last_error"].get<std::string>() : "";
 }
 
+std::string AgentHarness::runState() const {
+  auto status = readStatus(work_dir_ / "state");
+  return status ? (*status)["state"].get<std::string>() : "";
+}
+
 Result<agent::PinnedCounters> AgentHarness::counters() const {
   return agent::readPinnedCounters(pin_dir_);
 }

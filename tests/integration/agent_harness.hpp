@@ -59,6 +59,8 @@ public:
 
   std::optional<uint64_t> policyVersion() const;
   std::string lastError() const;
+  // The status file's `state`: "enforcing", or "stopped" after a clean stop.
+  std::string runState() const;
   // Total hits of a rule by its "segment/rule" name, from the pinned maps.
   uint64_t ruleHits(const std::string& rule_name) const;
   Result<agent::PinnedCounters> counters() const;

@@ -372,6 +372,32 @@ TEST_F(ControlPrivilegedTest, StoppedAgentLeavesNoSocketAndCallersAreToldSo) {
                          " (is microsegd running? --socket to choose another)\n");
 }
 
+// A killed agent cannot mark its status file stopped: microsegctl checks the pid it names, and
+// says what still enforces.
+TEST_F(ControlPrivilegedTest, StatusWithoutAgentSaysTheLastOneIsNotRunningAndWhatEnforces) {
+  startAgent();
+  const int pid = agent_->process()->pid();
+  const std::string state_dir = (agent_->workDir() / "state").string();
+  const std::string config =
+      writeFile("microsegd.yaml", "policy: " + agent_->policyPath().string() +
+                                      "\nstate_dir: " + state_dir + "\npin_dir: " +
+                                      agent_->pinDir() + "\ncontrol_socket: " +
+                                      agent_->controlSocket() + "\n");
+  agent_->crash();
+
+  auto run = runCommand({MSEG_MICROSEGCTL, "status", "--config", config}, 30s);
+
+  ASSERT_TRUE(run);
+  EXPECT_EQ(run->status, 1);
+  EXPECT_NE(run->err.find("microsegctl: no agent at " + agent_->controlSocket()),
+            std::string::npos) << run->err;
+  EXPECT_NE(run->err.find("microsegctl: microsegd pid " + std::to_string(pid) + ", which wrote " +
+                          state_dir + "/status.json, is not running (it was killed or "
+                          "crashed); its programs pinned in " + agent_->pinDir() +
+                          " keep enforcing policy version 1 (sha256 "),
+            std::string::npos) << run->err;
+}
+
 TEST_F(ControlPrivilegedTest, RestartAfterACrashTakesOverTheStaleSocket) {
   startAgent();
   agent_->crash();

@@ -555,6 +555,30 @@ TEST_F(EnforcementPrivilegedTest, CgroupChurnNeverUnbindsWorkloads) {
 
 // A cgroup created after the agent started, selected only by a glob, is labelled by the agent
 // watching the tree. The delay is printed; docs/architecture.md reports it.
+// A cgroup that only a glob selects makes a new policy version; status.json must show it, and
+// say when the agent has stopped.
+TEST_F(EnforcementPrivilegedTest, StatusFileFollowsVersionsThatCgroupChangesMake) {
+  startAgent();
+  const uint64_t at_start = *agent_->policyVersion();
+
+  ASSERT_TRUE(cgroup_->createChild("batch-7.service"));
+  ASSERT_TRUE(pollUntil(10s, [&] {
+    auto counters = agent_->counters();
+    return counters && counters->policy_version > at_start;
+  }));
+  const uint64_t enforcing = agent_->counters()->policy_version;
+
+  EXPECT_TRUE(pollUntil(5s, [&] { return agent_->policyVersion() == enforcing; }))
+      << "status.json shows version " << agent_->policyVersion().value_or(0)
+      << ", the kernel enforces " << enforcing;
+  EXPECT_EQ(agent_->runState(), "enforcing");
+  auto stopped = agent_->stop();
+  ASSERT_TRUE(stopped);
+  EXPECT_EQ(*stopped, 0);
+  EXPECT_EQ(agent_->runState(), "stopped");
+  EXPECT_EQ(agent_->policyVersion(), enforcing);
+}
+
 TEST_F(EnforcementPrivilegedTest, GlobSelectsCgroupCreatedAfterStart) {
   serveTcp(7002);
   startAgent();
