@@ -100,8 +100,9 @@ public:
   }
 
 private:
-  void warn(Position position, std::string message) {
-    out_.warning(policy_.source_name, position, std::move(message));
+  // `source` is the file the place is in: a spec's own, or for a rule its segment's.
+  void warn(const std::string& source, Position position, std::string message) {
+    out_.warning(source, position, std::move(message));
   }
 
   void compileWorkloads() {
@@ -125,7 +126,7 @@ private:
       bool selects_nothing = workload.uids.empty() && !workload.unresolved_users.empty();
       if (selects_nothing) {
         warn(
-            spec.position,
+            spec.source, spec.position,
             fmt::format("workload `{}` selects nothing on this host: none of its users exists here",
                         spec.name));
       } else {
@@ -142,12 +143,12 @@ private:
         UserLookup found = lookupUser(user.name);
         if (found.err != 0) {
           warn(
-              user.position,
+              spec.source, user.position,
               fmt::format(
                   "user `{}` of workload `{}` could not be looked up: {}; it is left out on this host",
                   user.name, spec.name, std::strerror(found.err)));
         } else if (!found.uid) {
-          warn(user.position,
+          warn(spec.source, user.position,
                fmt::format(
                    "user `{}` of workload `{}` does not exist on this host; it is left out here",
                    user.name, spec.name));
@@ -211,8 +212,8 @@ private:
 
   // "Deny beats allow" suggests a deny naming a network reaches every address in it; it does
   // not reach a narrower prefix that another inventory entry claims. One warning per side.
-  void warnIfDenyMissesNestedPrefixes(const std::string& name, const Selector& side,
-                                      const std::vector<uint32_t>& peers) {
+  void warnIfDenyMissesNestedPrefixes(const std::string& source, const std::string& name,
+                                      const Selector& side, const std::vector<uint32_t>& peers) {
     if (side.kind != SelectorKind::Labels) {
       return;
     }
@@ -223,7 +224,7 @@ private:
         }
         const std::string& outer_name = policy_.inventory[peer - kFirstPeerIdentity].name;
         const std::string& inner_name = policy_.inventory[nested.peer - kFirstPeerIdentity].name;
-        warn(side.position,
+        warn(source, side.position,
              fmt::format("deny rule `{}` covers {} of `{}` but not {} inside it, which is "
                          "inventory entry `{}` (an address takes the identity of its most "
                          "specific prefix); select `{}` too if it must be denied",
@@ -251,7 +252,7 @@ private:
   bool compileRules() {
     size_t count = 0;
     for (const auto& segment : policy_.segments) {
-      count += segment.rules.size();
+      count += segment->rules.size();
     }
     if (count > kMaxRuleIndex - kFirstRuleIndex) {
       out_.error(policy_.source_name, {},
@@ -263,10 +264,10 @@ private:
     compiled_.rules.reserve(count);
     order_shift_ = orderShift(static_cast<uint32_t>(count + kFirstRuleIndex));
     for (const auto& segment : policy_.segments) {
-      compiled_.segments.push_back({segment.name, segment.mode == Mode::Audit,
-                                    static_cast<uint32_t>(segment.rules.size())});
-      for (const auto& rule : segment.rules) {
-        compileRule(segment, rule);
+      compiled_.segments.push_back({segment->name, segment->mode == Mode::Audit,
+                                    static_cast<uint32_t>(segment->rules.size())});
+      for (const auto& rule : segment->rules) {
+        compileRule(*segment, rule);
       }
     }
     return true;
@@ -279,7 +280,7 @@ private:
     std::string name = fmt::format("{}/{}", segment.name, rule.name);
     compiled_.rules.push_back(
         {index, segment.name, name, verdict,
-         fmt::format("{}:{}:{}", policy_.source_name, rule.position.line, rule.position.column)});
+         fmt::format("{}:{}:{}", segment.source, rule.position.line, rule.position.column)});
     rule_specs_.push_back({&segment, &rule});
     shadows_.emplace_back();
 
@@ -287,10 +288,10 @@ private:
     const std::vector<uint32_t>& local_to = local_index_.match(rule.to);
     const std::vector<uint32_t>& peers_from = peersOf(rule.from);
     const std::vector<uint32_t>& peers_to = peersOf(rule.to);
-    warnIfSelectsNothing(name, rule, local_from, local_to, peers_from, peers_to);
+    warnIfSelectsNothing(segment.source, name, rule, local_from, local_to, peers_from, peers_to);
     if (rule.action == Action::Deny) {
-      warnIfDenyMissesNestedPrefixes(name, rule.from, peers_from);
-      warnIfDenyMissesNestedPrefixes(name, rule.to, peers_to);
+      warnIfDenyMissesNestedPrefixes(segment.source, name, rule.from, peers_from);
+      warnIfDenyMissesNestedPrefixes(segment.source, name, rule.to, peers_to);
     }
 
     std::vector<L4Key> keys = l4KeysOf(rule);
@@ -307,27 +308,28 @@ private:
     }
   }
 
-  void warnIfSelectsNothing(const std::string& name, const RuleSpec& rule,
+  void warnIfSelectsNothing(const std::string& source, const std::string& name,
+                            const RuleSpec& rule,
                             const std::vector<uint32_t>& local_from,
                             const std::vector<uint32_t>& local_to,
                             const std::vector<uint32_t>& peers_from,
                             const std::vector<uint32_t>& peers_to) {
     bool warned = false;
     if (local_from.empty() && peers_from.empty()) {
-      warn(rule.from.position,
+      warn(source, rule.from.position,
            fmt::format("`from` of rule `{}` matches no workload or inventory entry on this host",
                        name));
       warned = true;
     }
     if (local_to.empty() && peers_to.empty()) {
-      warn(rule.to.position,
+      warn(source, rule.to.position,
            fmt::format("`to` of rule `{}` matches no workload or inventory entry on this host",
                        name));
       warned = true;
     }
     if (!warned && local_from.empty() && local_to.empty()) {
       warn(
-          rule.position,
+          source, rule.position,
           fmt::format(
               "rule `{}` selects no workload of this host on either side, so it has no effect here",
               name));
@@ -444,7 +446,7 @@ private:
         }
         names.push_back("`" + compiled_.rules[index - kFirstRuleIndex].name + "`");
       }
-      warn(rule_specs_[i].second->position,
+      warn(rule_specs_[i].first->source, rule_specs_[i].second->position,
            fmt::format("rule `{}` is wholly shadowed by deny rule{} {}; it never allows anything",
                        compiled_.rules[i].name, by.size() == 1 ? "" : "s", fmt::join(names, ", ")));
     }

@@ -77,8 +77,7 @@ public:
         managing_(base.managing),
         enforcing_(base.enforcing) {}
 
-  std::variant<CompiledChange, NotIncremental> run(const std::vector<Span>& spans,
-                                                   const std::string& where_source) {
+  std::variant<CompiledChange, NotIncremental> run(const std::vector<Span>& spans) {
     for (const Span& span : spans) {
       if (auto planned = plan(span); !planned.empty()) {
         return NotIncremental{planned};
@@ -97,7 +96,7 @@ public:
       change_.added_rules.push_back(
           {added.index, added.ref.segment->name,
            fmt::format("{}/{}", added.ref.segment->name, added.ref.rule->name), verdict,
-           fmt::format("{}:{}:{}", where_source, added.ref.rule->position.line,
+           fmt::format("{}:{}:{}", added.ref.segment->source, added.ref.rule->position.line,
                        added.ref.rule->position.column)});
     }
     for (auto& [cell, additions] : cells_) {
@@ -324,8 +323,8 @@ bool sameInventory(const std::vector<InventorySpec>& a, const std::vector<Invent
 std::vector<Span> changedSpans(const CompileIndex& base, const Policy& next) {
   Span all{kFirstRuleIndex, static_cast<uint32_t>(base.rule_count), {}};
   for (const auto& segment : next.segments) {
-    for (const auto& rule : segment.rules) {
-      all.next.push_back({&segment, &rule});
+    for (const auto& rule : segment->rules) {
+      all.next.push_back({segment.get(), &rule});
     }
   }
   return {std::move(all)};
@@ -342,7 +341,7 @@ std::variant<CompiledChange, NotIncremental> compileChange(const CompileIndex& b
   if (!sameInventory(before.inventory, next.inventory)) {
     return NotIncremental{"inventory changed"};
   }
-  return ChangeCompiler(base).run(changedSpans(base, next), next.source_name);
+  return ChangeCompiler(base).run(changedSpans(base, next));
 }
 
 }  // namespace mseg::policy

@@ -8,13 +8,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
-#include <unordered_map>
-#include <unordered_set>
 
 #include <fmt/format.h>
 
 #include "mseg/policy/policy.hpp"
 #include "mseg/policy/yaml_tree.hpp"
+#include "policy_file.hpp"
 
 namespace mseg::policy {
 namespace {
@@ -113,9 +112,11 @@ private:
 
 class PolicyParser {
 public:
-  PolicyParser(std::string_view source, Diagnostics& out) : reader_(source, out) {}
+  PolicyParser(std::string_view source, Diagnostics& out) : source_(source), reader_(source, out) {}
 
-  void parse(const YamlNode& root, Policy& policy) {
+  // Fills `policy` with what `root` holds and reports what is wrong with it; what needs
+  // other files too is left to mergePolicyFiles.
+  void parse(const YamlNode& root, PolicyFile& policy) {
     if (!root.isMapping()) {
       reader_.error(
           root.position,
@@ -138,8 +139,6 @@ public:
     forEachItem(root, "segments", policy.segments,
                 [&](const YamlNode& item) { parseSegment(item, policy.segments); });
     segment_names_.reportDuplicates();
-
-    checkSelectorKeys(policy);
   }
 
 private:
@@ -263,6 +262,7 @@ private:
   void parseWorkload(const YamlNode& node, std::vector<WorkloadSpec>& workloads) {
     reader_.checkFields(node, "workload", {"name", "cgroup", "cgroups", "user", "users", "labels"});
     WorkloadSpec workload;
+    workload.source = source_;
     workload.position = node.position;
     auto name = readName(node, "workload");
 
@@ -323,6 +323,7 @@ private:
   void parseInventory(const YamlNode& node, std::vector<InventorySpec>& inventory) {
     reader_.checkFields(node, "inventory entry", {"name", "cidrs", "labels"});
     InventorySpec entry;
+    entry.source = source_;
     entry.position = node.position;
     auto name = readName(node, "inventory entry");
 
@@ -360,9 +361,11 @@ private:
     cidrs.push_back({*cidr, std::string(item.text), item.position});
   }
 
-  void parseSegment(const YamlNode& node, std::vector<SegmentSpec>& segments) {
+  void parseSegment(const YamlNode& node,
+                    std::vector<std::shared_ptr<const SegmentSpec>>& segments) {
     reader_.checkFields(node, "segment", {"name", "mode", "rules"});
     SegmentSpec segment;
+    segment.source = source_;
     segment.position = node.position;
     auto name = readName(node, "segment");
     if (const YamlNode* mode = node.find("mode")) {
@@ -385,7 +388,7 @@ private:
     if (name) {
       segment_names_.add(*node.find("name"));
       segment.name = std::move(*name);
-      segments.push_back(std::move(segment));
+      segments.push_back(std::make_shared<const SegmentSpec>(std::move(segment)));
     }
   }
 
@@ -545,37 +548,7 @@ private:
     return selector;
   }
 
-  // A key nobody defines is almost always a typo, and it would silently match nothing.
-  void checkSelectorKeys(const Policy& policy) {
-    std::unordered_set<std::string> keys;
-    for (const auto& workload : policy.workloads) {
-      for (const auto& [key, value] : workload.labels) {
-        keys.insert(key);
-      }
-    }
-    for (const auto& entry : policy.inventory) {
-      for (const auto& [key, value] : entry.labels) {
-        keys.insert(key);
-      }
-    }
-
-    for (const auto& segment : policy.segments) {
-      for (const auto& rule : segment.rules) {
-        for (const Selector* selector : {&rule.from, &rule.to}) {
-          for (const auto& requirement : selector->requirements) {
-            if (keys.count(requirement.key) == 0) {
-              reader_.error(
-                  requirement.position,
-                  fmt::format(
-                      "label key `{}` is defined by no workload or inventory entry; the selector can never match",
-                      requirement.key));
-            }
-          }
-        }
-      }
-    }
-  }
-
+  std::string source_;
   YamlReader reader_;
   NameScope workload_names_{reader_, "workload"};
   NameScope inventory_names_{reader_, "inventory entry"};
@@ -618,21 +591,41 @@ std::string sha256Hex(std::string_view text) {
   return hex;
 }
 
+ParsedFile parsePolicyFileText(std::string_view text, std::string_view path,
+                               std::string content_hash, Diagnostics& out) {
+  size_t errors_before = out.errorCount();
+  auto file = std::make_shared<PolicyFile>();
+  file->path = std::string(path);
+  file->content_hash = std::move(content_hash);
+
+  auto document = parseYaml(text, path, out);
+  if (document) {
+    PolicyParser(path, out).parse(document->root(), *file);
+  }
+  return {std::move(file), out.errorCount() - errors_before};
+}
+
+Result<std::shared_ptr<const PolicyFile>> parsePolicyFile(std::string_view text,
+                                                          std::string_view path,
+                                                          Diagnostics& out) {
+  ParsedFile parsed = parsePolicyFileText(text, path, sha256Hex(text), out);
+  if (parsed.errors > 0) {
+    return Error::invalid(fmt::format("{}: {}", path, countErrors(parsed.errors)));
+  }
+  return std::shared_ptr<const PolicyFile>(std::move(parsed.file));
+}
+
 Result<Policy> parsePolicy(std::string_view text, std::string_view source_name, Diagnostics& out) {
   size_t errors_before = out.errorCount();
-  Policy policy;
-  policy.source_name = std::string(source_name);
-  policy.content_hash = sha256Hex(text);
-
-  auto document = parseYaml(text, source_name, out);
-  if (document) {
-    PolicyParser(source_name, out).parse(document->root(), policy);
-  }
+  ParsedFile parsed = parsePolicyFileText(text, source_name, sha256Hex(text), out);
+  // Merged even when the file has errors, so that one round reports the selector keys too.
+  auto policy = mergePolicyFiles({parsed.file}, source_name, out);
 
   size_t errors = out.errorCount() - errors_before;
   if (errors > 0) {
     return Error::invalid(fmt::format("{}: {}", source_name, countErrors(errors)));
   }
+  policy->content_hash = parsed.file->content_hash;
   return policy;
 }
 

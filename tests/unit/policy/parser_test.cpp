@@ -80,7 +80,7 @@ segments:
   ASSERT_TRUE(policy.ok()) << out.format();
   EXPECT_THAT(out.all(), IsEmpty());
   ASSERT_EQ(policy->segments.size(), 1u);
-  const RuleSpec& rule = policy->segments[0].rules.at(0);
+  const RuleSpec& rule = policy->segments[0]->rules.at(0);
   EXPECT_EQ(rule.name, "app-to-db");
   EXPECT_EQ(rule.position.line, 13u);
   EXPECT_EQ(rule.position.column, 9u);
@@ -107,11 +107,11 @@ TEST_F(PolicyParserTest, ParsesTheShippedExampleFile) {
   EXPECT_EQ(policy->workloads.size(), 4u);
   EXPECT_EQ(policy->inventory.size(), 7u);
   EXPECT_EQ(policy->segments.size(), 4u);
-  EXPECT_EQ(policy->segments[2].mode, Mode::Audit);
-  EXPECT_EQ(policy->segments[0].rules[2].name, "no-web-to-db");
-  EXPECT_EQ(policy->segments[0].rules[2].action, Action::Deny);
-  EXPECT_EQ(policy->segments[2].rules[2].name, "sync-dns");
-  EXPECT_EQ(policy->segments[2].rules[2].to.kind, SelectorKind::World);
+  EXPECT_EQ(policy->segments[2]->mode, Mode::Audit);
+  EXPECT_EQ(policy->segments[0]->rules[2].name, "no-web-to-db");
+  EXPECT_EQ(policy->segments[0]->rules[2].action, Action::Deny);
+  EXPECT_EQ(policy->segments[2]->rules[2].name, "sync-dns");
+  EXPECT_EQ(policy->segments[2]->rules[2].to.kind, SelectorKind::World);
   EXPECT_EQ(policy->content_hash, sha256Hex(text.str()));
 }
 
@@ -468,7 +468,7 @@ TEST_F(PolicyParserTest, AcceptsASinglePortWithoutAList) {
                             "p.yaml", out);
 
   ASSERT_TRUE(policy.ok()) << out.format();
-  const RuleSpec& rule = policy->segments[0].rules[0];
+  const RuleSpec& rule = policy->segments[0]->rules[0];
   ASSERT_EQ(rule.ports.size(), 1u);
   EXPECT_EQ(rule.ports[0].first, 53);
   EXPECT_EQ(rule.ports[0].last, 53);
@@ -564,7 +564,7 @@ TEST_F(PolicyParserTest, ParsesSelectorsWithValueLists) {
                             "p.yaml", out);
 
   ASSERT_TRUE(policy.ok()) << out.format();
-  const Selector& from = policy->segments[0].rules[0].from;
+  const Selector& from = policy->segments[0]->rules[0].from;
   ASSERT_EQ(from.requirements.size(), 2u);
   EXPECT_EQ(from.requirements[0].key, "app");
   EXPECT_THAT(from.requirements[0].values, ElementsAre("web", "api"));
@@ -582,8 +582,8 @@ TEST_F(PolicyParserTest, AppliesDefaultsToOptionalFields) {
                             "p.yaml", out);
 
   ASSERT_TRUE(policy.ok()) << out.format();
-  EXPECT_EQ(policy->segments[0].mode, Mode::Enforce);
-  const RuleSpec& rule = policy->segments[0].rules[0];
+  EXPECT_EQ(policy->segments[0]->mode, Mode::Enforce);
+  const RuleSpec& rule = policy->segments[0]->rules[0];
   EXPECT_EQ(rule.action, Action::Allow);
   EXPECT_FALSE(rule.mode.has_value());
   EXPECT_EQ(rule.protocol, Protocol::Any);
