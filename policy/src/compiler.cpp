@@ -8,9 +8,7 @@
 // A 100,000-rule policy yields millions of entries, so the work is organised for speed:
 // entries are generated into one bucket per (direction, workload), and inside a bucket an
 // entry is two integers that sort and compare cheaply.
-#include <fcntl.h>
 #include <pwd.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -503,55 +501,6 @@ private:
   std::vector<std::vector<NestedPrefix>> nested_in_;  // by peer id - kFirstPeerIdentity
 };
 
-// Far above any real policy (100,000 rules take 12 MB), far below what would exhaust memory.
-constexpr size_t kMaxPolicyBytes = size_t{256} << 20;
-
-Result<std::string> readFile(std::string_view path) {
-  std::string name(path);
-  // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below.
-  int fd = open(name.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) {
-    return Error::fromErrno(errno, fmt::format("open {}", path));
-  }
-
-  std::string text;
-  struct stat info {};
-  if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
-    close(fd);
-    return Error(EINVAL, fmt::format("{} is not a regular file (a directory, device or pipe); "
-                                     "give the path of a policy file", path));
-  }
-  if (static_cast<uint64_t>(info.st_size) > kMaxPolicyBytes) {
-    close(fd);
-    return Error(EFBIG, fmt::format("{} is {} bytes; a policy may have at most {} MiB", path,
-                                    info.st_size, kMaxPolicyBytes >> 20));
-  }
-  text.reserve(static_cast<size_t>(info.st_size));
-  char buffer[1 << 16];
-  while (true) {
-    ssize_t n = read(fd, buffer, sizeof(buffer));
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n < 0) {
-      int err = errno;
-      close(fd);
-      return Error::fromErrno(err, fmt::format("read {}", path));
-    }
-    if (n == 0) {
-      break;
-    }
-    text.append(buffer, static_cast<size_t>(n));
-    if (text.size() > kMaxPolicyBytes) {  // the file grew while we read it
-      close(fd);
-      return Error(EFBIG, fmt::format("{} grew past {} MiB while being read", path,
-                                      kMaxPolicyBytes >> 20));
-    }
-  }
-  close(fd);
-  return text;
-}
-
 }  // namespace
 
 std::vector<PortBlock> portBlocks(uint16_t first, uint16_t last) {
@@ -606,19 +555,7 @@ Result<CompiledPolicy> loadPolicyText(std::string_view text, std::string_view so
 }
 
 Result<Policy> readPolicy(std::string_view path, Diagnostics& out, LoadTimes* times) {
-  using Clock = std::chrono::steady_clock;
-  LoadTimes local;
-  LoadTimes& spent = times != nullptr ? *times : local;
-  auto started = Clock::now();
-  auto text = readFile(path);
-  auto read = Clock::now();
-  spent.read = read - started;
-  if (!text) {
-    return text.error().wrap("load policy");
-  }
-  auto policy = parsePolicy(*text, path, out);
-  spent.parse = Clock::now() - read;
-  return policy;
+  return PolicySource(std::string(path)).load(out, times);
 }
 
 Result<CompiledPolicy> loadPolicyFile(std::string_view path, Diagnostics& out, LoadTimes* times) {

@@ -24,6 +24,11 @@ void Diagnostics::warning(std::string_view source, Position position, std::strin
   items_.push_back({Severity::Warning, std::string(source), position, std::move(message)});
 }
 
+void Diagnostics::append(const Diagnostics& other) {
+  items_.insert(items_.end(), other.items_.begin(), other.items_.end());
+  error_count_ += other.error_count_;
+}
+
 std::vector<const Diagnostic*> Diagnostics::sorted() const {
   std::vector<const Diagnostic*> sorted;
   sorted.reserve(items_.size());

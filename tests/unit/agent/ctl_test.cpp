@@ -53,7 +53,7 @@ TEST_F(MicrosegctlTest, PolicyThatIsNotARegularFileIsRefusedWithoutReadingIt) {
   // A pipe must not block and a device must not be read until memory runs out.
   const std::string fifo = policy_ + ".fifo";
   ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
-  for (const std::string& path : {fifo, std::string("/dev/zero"), std::string("/tmp")}) {
+  for (const std::string& path : {fifo, std::string("/dev/zero")}) {
     auto run = runCommand({MSEG_MICROSEGCTL, "policy", "validate", path});
 
     ASSERT_TRUE(run) << path;

@@ -12,6 +12,7 @@
 #include "mseg/policy/compiled.hpp"
 #include "mseg/policy/diagnostics.hpp"
 #include "mseg/policy/policy.hpp"
+#include "mseg/policy/source.hpp"
 #include "mseg/result.hpp"
 
 namespace mseg::policy {
@@ -22,19 +23,14 @@ namespace mseg::policy {
 // arguments; getpwnam_r is reentrant.
 Result<CompiledPolicy> compilePolicy(const Policy& policy, Diagnostics& out);
 
-// Where the time of loadPolicyFile went, for the agent's reload log and the benchmarks.
-struct LoadTimes {
-  std::chrono::nanoseconds read{};
-  std::chrono::nanoseconds parse{};    // YAML and validation
-  std::chrono::nanoseconds compile{};  // selectors to verdict entries
-};
-
-// Reads, parses, validates and compiles a policy file; `path` names it in diagnostics. Fails
-// with the errno of a failed read, or EINVAL with the error count.
+// Reads, parses, validates and compiles a policy file or directory (a one-shot PolicySource,
+// mseg/policy/source.hpp); `path` names it in diagnostics. Fails with the errno of a failed
+// read, or EINVAL with the error count.
 Result<CompiledPolicy> loadPolicyFile(std::string_view path, Diagnostics& out,
                                       LoadTimes* times = nullptr);
 
-// Reads, parses and validates a policy file without compiling it (times.compile stays 0).
+// Reads, parses and validates a policy file or directory without compiling it (times.compile
+// stays 0); a one-shot PolicySource.
 Result<Policy> readPolicy(std::string_view path, Diagnostics& out, LoadTimes* times = nullptr);
 
 // Same as loadPolicyFile for a text already in memory.

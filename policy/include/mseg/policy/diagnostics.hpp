@@ -37,6 +37,9 @@ public:
   void error(std::string_view source, Position position, std::string message);
   void warning(std::string_view source, Position position, std::string message);
 
+  // Adds every diagnostic of `other`, in its order.
+  void append(const Diagnostics& other);
+
   const std::vector<Diagnostic>& all() const { return items_; }
   size_t errorCount() const { return error_count_; }
   size_t warningCount() const { return items_.size() - error_count_; }
