@@ -4,9 +4,6 @@
 #include <google/protobuf/arena.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/security/server_credentials.h>
-#include <openssl/err.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
 
 #include <chrono>
 
@@ -50,30 +47,14 @@ Result<ServerPem> loadServerPem(const ServerTls& tls) {
     }
     *text = std::move(*read);
   }
-
-  auto bio_of = [](const std::string& text) {
-    return std::unique_ptr<BIO, decltype(&BIO_free)>(
-        BIO_new_mem_buf(text.data(), static_cast<int>(text.size())), &BIO_free);
-  };
-  std::unique_ptr<X509, decltype(&X509_free)> cert(
-      PEM_read_bio_X509(bio_of(pem.cert).get(), nullptr, nullptr, nullptr), &X509_free);
-  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(
-      PEM_read_bio_PrivateKey(bio_of(pem.key).get(), nullptr, nullptr, nullptr), &EVP_PKEY_free);
-  std::unique_ptr<X509, decltype(&X509_free)> ca(
-      PEM_read_bio_X509(bio_of(pem.client_ca).get(), nullptr, nullptr, nullptr), &X509_free);
-  ERR_clear_error();
-  if (!cert) {
-    return Error::invalid("tls.cert " + tls.cert + ": no PEM certificate");
-  }
-  if (!key) {
-    return Error::invalid("tls.key " + tls.key + ": no PEM private key");
-  }
-  if (!ca) {
-    return Error::invalid("tls.client_ca " + tls.client_ca + ": no PEM certificate");
-  }
-  if (X509_check_private_key(cert.get(), key.get()) != 1) {
-    ERR_clear_error();
-    return Error::invalid("tls.key " + tls.key + " does not match tls.cert " + tls.cert);
+  auto problems = mseg::checkTlsFiles({"tls.cert", tls.cert}, {"tls.key", tls.key},
+                                      {"tls.client_ca", tls.client_ca}, std::nullopt);
+  if (!problems.empty()) {
+    std::string message;
+    for (const auto& problem : problems) {
+      message += (message.empty() ? "" : "; ") + problem;
+    }
+    return Error::invalid(message);
   }
   return pem;
 }
@@ -243,6 +224,25 @@ private:
 grpc::ServerBidiReactor<ExportRequest, ExportResponse>* Collector::Impl::Export(
     grpc::CallbackServerContext* context) {
   return new ExportReactor(*this, context);
+}
+
+std::vector<std::string> checkTlsFiles(const CollectorConfig& config,
+                                       std::optional<std::chrono::system_clock::time_point>
+                                           valid_at) {
+  auto problems = mseg::checkTlsFiles({"tls.cert", config.tls.cert}, {"tls.key", config.tls.key},
+                                      {"tls.client_ca", config.tls.client_ca}, valid_at);
+  for (const auto& output : config.outputs) {
+    const auto* syslog = std::get_if<SyslogOutputConfig>(&output);
+    if (syslog == nullptr || syslog->transport != SyslogTransport::kTls) {
+      continue;
+    }
+    const std::string prefix = "output " + syslog->name + " ";
+    auto found = mseg::checkTlsFiles({prefix + "cert", syslog->cert},
+                                     {prefix + "key", syslog->key}, {prefix + "ca", syslog->ca},
+                                     valid_at);
+    problems.insert(problems.end(), found.begin(), found.end());
+  }
+  return problems;
 }
 
 Result<std::unique_ptr<Collector>> Collector::start(const CollectorConfig& config) {

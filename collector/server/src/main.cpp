@@ -3,6 +3,7 @@
 #include <getopt.h>
 #include <signal.h>
 
+#include <chrono>
 #include <cstdio>
 #include <ctime>
 #include <string>
@@ -144,6 +145,16 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", warning.c_str());
   }
   if (command.check_only) {
+    // The certificates too: a configuration that names unusable ones would only fail at
+    // start, or at the first handshake.
+    auto problems =
+        mseg::collector::checkTlsFiles(*config, std::chrono::system_clock::now());
+    for (const auto& problem : problems) {
+      std::fprintf(stderr, "%s: %s\n", command.config_path.c_str(), problem.c_str());
+    }
+    if (!problems.empty()) {
+      return 2;
+    }
     std::printf("%s: valid, %zu outputs\n", command.config_path.c_str(), config->outputs.size());
     return 0;
   }

@@ -2,8 +2,10 @@
 // its worker threads and its outputs. main() and the tests both run it through this class.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,6 +19,13 @@ struct NamedOutputStats {
   std::string name;
   OutputStats stats;
 };
+
+// What makes the TLS files of `config` unusable (the server's, and each syslog output's over
+// TLS), one message per problem naming the setting, the file and the cause; empty when all
+// are usable. `--check-config` checks the dates too (`valid_at`): an expired certificate.
+std::vector<std::string> checkTlsFiles(const CollectorConfig& config,
+                                       std::optional<std::chrono::system_clock::time_point>
+                                           valid_at);
 
 class Collector {
 public:
