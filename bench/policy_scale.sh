@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Policy scale: how long the agent takes to apply a policy of 10 to 100,000 rules
-# (bench/gen_policy.py) and the example policy, broken down into the stages it logs (read,
-# parse, compile, prepare = bind cgroups and build the bank, kernel = write the bank and flip),
-# in three situations:
+# (bench/gen_policy.py) as one file and as a directory of 100 files, and the example policy,
+# broken down into the stages it logs (read, parse, compile, prepare = bind cgroups and build
+# the bank, kernel = write the bank and flip), in three situations:
 #   start    the agent starts on empty maps and writes a whole bank;
 #   reload   SIGHUP with the file unchanged;
-#   1 rule   the file is edited so that one rule gets another port (picked up by inotify).
+#   1 rule   one file is edited so that one rule gets another port (picked up by inotify);
+#            for a directory, a file in the middle of it.
 # Also the agent's RSS after the start. Prints tables, not a test. Attaches only to its own
 # cgroup under the cgroup v2 mount.
 #
@@ -77,12 +78,22 @@ EOF
   mv "$1.new" "$1"
 }
 
+# measure NAME SOURCE [FILE-TO-EDIT]: SOURCE is a policy file or directory; FILE-TO-EDIT is
+# relative to the directory.
 measure() {
-  local name=$1 source=$2
-  cp "$source" "$work/policy.yaml"
-  rm -rf "$work/state"
+  local name=$1 source=$2 edited policy
+  rm -rf "$work/state" "$work/policy.yaml" "$work/policy.d"
+  if [[ -d $source ]]; then
+    policy=$work/policy.d
+    cp -r "$source" "$policy"
+    edited=$policy/$3
+  else
+    policy=$work/policy.yaml
+    cp "$source" "$policy"
+    edited=$policy
+  fi
   "$build/agent/microsegctl" uninstall --pin-dir "$pin" >/dev/null 2>&1 || true
-  "$build/agent/microsegd" --policy "$work/policy.yaml" --cgroup "$cg" --pin-dir "$pin" \
+  "$build/agent/microsegd" --policy "$policy" --cgroup "$cg" --pin-dir "$pin" \
     --state-dir "$work/state" --stats-interval 0 --control-socket "$work/control.sock" \
     >"$work/agent.log" 2>&1 &
   agent_pid=$!
@@ -94,7 +105,7 @@ measure() {
   kill -HUP "$agent_pid"
   wait_applied 2
   sleep 0.5
-  edit_one_rule "$work/policy.yaml"
+  edit_one_rule "$edited"
   wait_applied 3
   row "$name" "$rules" start 1
   row "$name" "$rules" reload 2
@@ -115,6 +126,10 @@ measure example "$root/examples/erp-crm.yaml"
 for rules in "${sizes[@]}"; do
   "$root/bench/gen_policy.py" "$rules" >"$work/policy-$rules.yaml"
   measure synthetic "$work/policy-$rules.yaml"
+  if [[ $rules -ge 100 ]]; then
+    "$root/bench/gen_policy.py" "$rules" --files 100 "$work/policy-$rules.d"
+    measure "100 files" "$work/policy-$rules.d" rules-0050.yaml
+  fi
 done
 printf '\nagent RSS after start\n\n%-16s %8s %10s\n' policy rules "RSS MiB"
 printf '%s\n' "${rss_rows[@]}"
