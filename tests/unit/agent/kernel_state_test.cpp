@@ -7,6 +7,7 @@
 
 #include "kernel_state.hpp"
 #include "mseg/policy/compiler.hpp"
+#include "mseg/policy/incremental.hpp"
 
 namespace mseg::agent {
 namespace {
@@ -168,6 +169,103 @@ TEST_F(KernelStateTest, NewRuleNameGetsAFreshIdAfterAdoptedOnes) {
 
   EXPECT_EQ(assigned[policy::kFirstRuleIndex], 7u);
   EXPECT_EQ(assigned[policy::kFirstRuleIndex + 1], 8u);
+}
+
+// A change compiled alone and turned into a bank delta leaves the bank exactly as building it
+// from the full compile of the next policy does: verdicts, rule ids and workload flags.
+class BankDeltaTest : public ::testing::Test {
+protected:
+  struct Built {
+    policy::IndexedPolicy compiled;
+    std::vector<uint32_t> rule_ids;
+    BankContent bank;
+  };
+
+  Built build(const std::string& text) {
+    policy::Diagnostics diagnostics;
+    auto parsed = policy::parsePolicy(text, "test.yaml", diagnostics);
+    EXPECT_TRUE(parsed) << diagnostics.format();
+    auto compiled = policy::compileIndexed(
+        std::make_shared<const policy::Policy>(std::move(*parsed)), diagnostics);
+    EXPECT_TRUE(compiled) << diagnostics.format();
+    Built built{std::move(*compiled), {}, {}};
+    built.rule_ids = ids_.assign(built.compiled.compiled);
+    built.bank = buildBank(built.compiled.compiled, bindings_, built.rule_ids);
+    return built;
+  }
+
+  void expectDeltaBuildsTheNextBank(const std::string& base_text, const std::string& next_text) {
+    Built base = build(base_text);
+    policy::Diagnostics diagnostics;
+    auto next = policy::parsePolicy(next_text, "test.yaml", diagnostics);
+    ASSERT_TRUE(next) << diagnostics.format();
+    auto result = policy::compileChange(*base.compiled.index, *next);
+    ASSERT_TRUE(std::holds_alternative<policy::CompiledChange>(result));
+    const auto& change = std::get<policy::CompiledChange>(result);
+    std::map<uint32_t, uint32_t> added_ids;
+    for (const auto& rule : change.added_rules) {
+      added_ids[rule.index] = ids_.idOf(rule.name);
+    }
+    BankDelta delta = buildBankDelta(change, base.compiled.compiled.workloads, bindings_,
+                                     base.rule_ids, added_ids);
+    delta.applyTo(base.bank);
+
+    Built full = build(next_text);
+    EXPECT_EQ(differences(base.bank.workloads, full.bank.workloads), 0u);
+    EXPECT_EQ(differences(base.bank.verdicts, full.bank.verdicts), 0u);
+    EXPECT_EQ(differences(base.bank.port_verdicts, full.bank.port_verdicts), 0u);
+  }
+
+  // Keys in one map but not the other, or with other values.
+  template <typename K, typename V>
+  static size_t differences(const MapContent<K, V>& a, const MapContent<K, V>& b) {
+    size_t different = 0;
+    for (const auto& [key, value] : a) {
+      auto other = b.find(key);
+      different += other == b.end() || !BytesEqual<V>{}(other->second, value) ? 1 : 0;
+    }
+    for (const auto& [key, value] : b) {
+      different += a.count(key) == 0 ? 1 : 0;
+    }
+    return different;
+  }
+
+  RuleIds ids_;
+  std::vector<WorkloadBinding> bindings_ = {{42, "system.slice/postgresql.service", 1},
+                                            {43, "system.slice/postgres-old.service", 1}};
+};
+
+TEST_F(BankDeltaTest, PortChangeRewritesItsEntriesUnderTheSameRuleId) {
+  std::string next = kPolicy;
+  next.replace(next.find("5432"), 4, "5433");
+  expectDeltaBuildsTheNextBank(kPolicy, next);
+}
+
+TEST_F(BankDeltaTest, NewRuleOnAnUnmanagedDirectionChangesTheWorkloadFlags) {
+  std::string next = std::string(kPolicy) + R"(      - name: db-out
+        action: deny
+        from: {tier: db}
+        to: {tier: app}
+)";
+  expectDeltaBuildsTheNextBank(kPolicy, next);
+  expectDeltaBuildsTheNextBank(next, kPolicy);
+}
+
+TEST_F(BankDeltaTest, UserOnlyWorkloadKeysFollowTheFirstWorkloadThatClaimsThem) {
+  const std::string base = R"(version: 1
+workloads:
+  - {name: ops, user: 0, labels: {role: ops}}
+  - {name: root, user: 0, labels: {role: root}}
+inventory:
+  - {name: app, cidrs: [198.18.1.0/24], labels: {tier: app}}
+segments:
+  - name: main
+    rules:
+      - {name: ops-out, from: {role: ops}, to: {tier: app}, protocol: tcp, ports: [22]}
+)";
+  std::string next = std::string(base) +
+                     "      - {name: root-in, from: {tier: app}, to: {role: root}}\n";
+  expectDeltaBuildsTheNextBank(base, next);
 }
 
 }  // namespace
