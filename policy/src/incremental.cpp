@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include <map>
+#include <unordered_map>
 #include <set>
 
 #include "compile_index.hpp"
@@ -61,6 +62,16 @@ struct Span {
   std::vector<RuleRef> next;
 };
 
+// A rule's segment and name, which identify it in the policy.
+using RuleName = std::pair<std::string_view, std::string_view>;
+
+struct RuleNameHash {
+  size_t operator()(const RuleName& name) const {
+    std::hash<std::string_view> hash;
+    return hash(name.first) * 31 + hash(name.second);
+  }
+};
+
 // A rule the change adds, with the place it takes among the base's ranks.
 struct AddedRule {
   RuleRef ref;
@@ -110,7 +121,8 @@ private:
   // Decides which rules of the span stay (same name, same effect, still in order) and gives
   // the others places between their neighbours. Returns why not, or "" on success.
   std::string plan(const Span& span) {
-    std::map<std::pair<std::string_view, std::string_view>, uint32_t> base_by_name;
+    std::unordered_map<RuleName, uint32_t, RuleNameHash> base_by_name;
+    base_by_name.reserve(span.base_count);
     for (uint32_t i = 0; i < span.base_count; ++i) {
       const RuleRef& ref = base_.rules[span.base_first + i - kFirstRuleIndex];
       base_by_name.emplace(std::make_pair(std::string_view(ref.segment->name),
