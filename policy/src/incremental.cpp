@@ -331,15 +331,50 @@ bool sameInventory(const std::vector<InventorySpec>& a, const std::vector<Invent
                     });
 }
 
-// The stretches of rules that differ between the base policy and `next`.
+// The stretches of rules that differ between the base policy and `next`. A segment `next`
+// shares with the base (the same object: PolicySource hands out the segments of an unchanged
+// file again) is unchanged and anchors the comparison; the segments between two anchors form
+// one stretch. Stretches with no base rule between them are joined, so that every stretch is
+// bounded by rules that stay.
 std::vector<Span> changedSpans(const CompileIndex& base, const Policy& next) {
-  Span all{kFirstRuleIndex, static_cast<uint32_t>(base.rule_count), {}};
+  const auto& before = base.policy->segments;
+  std::unordered_map<const SegmentSpec*, size_t> position_of;
+  std::vector<uint32_t> first_rule_of(before.size() + 1, kFirstRuleIndex);
+  for (size_t i = 0; i < before.size(); ++i) {
+    position_of.emplace(before[i].get(), i);
+    first_rule_of[i + 1] = first_rule_of[i] + static_cast<uint32_t>(before[i]->rules.size());
+  }
+
+  std::vector<Span> spans;
+  Span pending;
+  size_t cursor = 0;  // the first base segment not yet matched or covered
+  auto close_span = [&](size_t base_end) {
+    pending.base_first = first_rule_of[cursor];
+    pending.base_count = first_rule_of[base_end] - first_rule_of[cursor];
+    if (pending.base_count > 0 || !pending.next.empty()) {
+      if (!spans.empty() && spans.back().base_first + spans.back().base_count == pending.base_first) {
+        Span& previous = spans.back();
+        previous.base_count += pending.base_count;
+        previous.next.insert(previous.next.end(), pending.next.begin(), pending.next.end());
+      } else {
+        spans.push_back(std::move(pending));
+      }
+    }
+    pending = Span{};
+  };
   for (const auto& segment : next.segments) {
+    auto found = position_of.find(segment.get());
+    if (found != position_of.end() && found->second >= cursor) {
+      close_span(found->second);
+      cursor = found->second + 1;
+      continue;
+    }
     for (const auto& rule : segment->rules) {
-      all.next.push_back({segment.get(), &rule});
+      pending.next.push_back({segment.get(), &rule});
     }
   }
-  return {std::move(all)};
+  close_span(before.size());
+  return spans;
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include <map>
+#include <set>
 #include <random>
 #include <string>
 #include <tuple>
@@ -70,10 +71,26 @@ protected:
   }
 
   // The base's entries and flags with `change` applied, against `next` compiled in full.
-  void expectChangeMatchesFullCompile(const std::string& base_text, const std::string& next_text) {
-    IndexedPolicy base = compileIndexedText(base_text);
-    auto next = parse(next_text);
-    ASSERT_NE(next, nullptr);
+  // Segments named in `unchanged` are taken from the base as the same objects, as PolicySource
+  // does for files that did not change.
+  void expectChangeMatchesFullCompile(const std::string& base_text, const std::string& next_text,
+                                      const std::set<std::string>& unchanged = {}) {
+    auto base_policy = parse(base_text);
+    ASSERT_NE(base_policy, nullptr);
+    Diagnostics base_diagnostics;
+    auto indexed = compileIndexed(base_policy, base_diagnostics);
+    ASSERT_TRUE(indexed.ok()) << base_diagnostics.format();
+    IndexedPolicy& base = *indexed;
+    auto parsed = parse(next_text);
+    ASSERT_NE(parsed, nullptr);
+    auto next = std::make_shared<Policy>(*parsed);
+    for (auto& segment : next->segments) {
+      for (const auto& before : base_policy->segments) {
+        if (before->name == segment->name && unchanged.count(segment->name) != 0) {
+          segment = before;
+        }
+      }
+    }
     auto result = compileChange(*base.index, *next);
     ASSERT_TRUE(std::holds_alternative<CompiledChange>(result))
         << std::get<NotIncremental>(result).reason;
@@ -212,6 +229,29 @@ segments:
   expectChangeMatchesFullCompile(enforcing, audit_only);
 }
 
+// Two changed segments with only an empty, unchanged segment between them: their new rules
+// must still rank in file order (the first segment's rule is reported on a tie).
+TEST_F(IncrementalCompileTest, NewRulesOfNeighbouringSegmentsKeepTheFileOrder) {
+  auto policy = [](bool changed) {
+    std::string text = std::string(kHeader);
+    text.resize(text.find("segments:\n") + 10);
+    text += "  - name: first\n    rules:\n";
+    text += "      - {name: a, from: {tier: web}, to: {tier: db}, protocol: tcp, ports: [1]}\n";
+    if (changed) {
+      text += "      - {name: a2, from: {tier: web}, to: {tier: db}, protocol: tcp, ports: [80]}\n";
+    }
+    text += "  - name: empty\n    rules: []\n";
+    text += "  - name: second\n    rules:\n";
+    if (changed) {
+      text += "      - {name: b2, from: {tier: web}, to: {tier: db}, protocol: tcp, ports: [80]}\n";
+      text += "      - {name: b3, from: {tier: web}, to: {tier: db}, protocol: tcp, ports: [81]}\n";
+    }
+    text += "      - {name: b, from: {tier: web}, to: {tier: db}, protocol: tcp, ports: [2]}\n";
+    return text;
+  };
+  expectChangeMatchesFullCompile(policy(false), policy(true), {"empty"});
+}
+
 TEST_F(IncrementalCompileTest, ChangedWorkloadsOrInventoryNeedAFullCompile) {
   const std::string base = shop("      - {name: a, from: {tier: web}, to: {tier: db}}\n");
   std::string next = base;
@@ -240,7 +280,7 @@ public:
 
   std::vector<Segment> segments() {
     std::vector<Segment> result;
-    for (int s = 0, count = pick(1, 3); s < count; ++s) {
+    for (int s = 0, count = pick(1, 5); s < count; ++s) {
       Segment segment{fmt::format("s{}", s), pick(0, 3) == 0, {}};
       for (int r = 0, rules = pick(0, 8); r < rules; ++r) {
         segment.rules.push_back(rule());
@@ -252,9 +292,23 @@ public:
 
   Rule rule() { return {ruleBody(), fmt::format("r{}", next_name_++)}; }
 
-  // One of: change a rule, insert one, delete one, move one, flip a segment's mode.
-  void edit(std::vector<Segment>& segments) {
-    Segment& segment = segments[pick(0, static_cast<int>(segments.size()) - 1)];
+  // One of: change a rule, insert one, delete one, move one, flip a segment's mode, add a
+  // segment, remove one. Names the segments it changed in `changed`.
+  void edit(std::vector<Segment>& segments, std::set<std::string>& changed) {
+    const int at = pick(0, static_cast<int>(segments.size()) - 1);
+    if (pick(0, 6) == 0) {
+      Segment added{fmt::format("n{}", next_name_++), false, {rule(), rule()}};
+      changed.insert(added.name);
+      segments.insert(segments.begin() + at, std::move(added));
+      return;
+    }
+    if (segments.size() > 1 && pick(0, 6) == 0) {
+      changed.insert(segments[at].name);
+      segments.erase(segments.begin() + at);
+      return;
+    }
+    Segment& segment = segments[at];
+    changed.insert(segment.name);
     const int rules = static_cast<int>(segment.rules.size());
     switch (pick(0, 4)) {
       case 0:
@@ -364,11 +418,20 @@ TEST_F(IncrementalCompileTest, RandomEditsMatchAFullCompile) {
     RandomPolicies random(seed);
     auto segments = random.segments();
     const std::string base = RandomPolicies::text(segments);
+    std::set<std::string> changed;
     for (int edits = 0; edits < 1 + static_cast<int>(seed % 3); ++edits) {
-      random.edit(segments);
+      random.edit(segments, changed);
+    }
+    std::set<std::string> unchanged;
+    for (const auto& segment : segments) {
+      if (changed.count(segment.name) == 0) {
+        unchanged.insert(segment.name);
+      }
     }
     SCOPED_TRACE(fmt::format("seed {}", seed));
-    expectChangeMatchesFullCompile(base, RandomPolicies::text(segments));
+    const std::string next = RandomPolicies::text(segments);
+    expectChangeMatchesFullCompile(base, next);
+    expectChangeMatchesFullCompile(base, next, unchanged);
     if (HasFatalFailure() || HasNonfatalFailure()) {
       return;
     }
