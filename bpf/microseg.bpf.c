@@ -4,9 +4,10 @@
  * the shared logic in lib/: find the workload, skip what is not managed, judge, count, report.
  *
  * Who judges what:
- *   connect4/6    TCP connects, by destination. A UDP or ICMP connect() sends nothing (ping
- *                 and getaddrinfo connect UDP sockets only to learn a source address), so
- *                 connected datagram sockets are judged at their first datagram instead.
+ *   connect4/6    TCP connects, by destination, and ping sockets' connects (refused when
+ *                 their echo requests would be). A UDP connect() sends nothing (ping and
+ *                 getaddrinfo connect UDP sockets only to learn a source address), so
+ *                 connected UDP sockets are judged at their first datagram instead.
  *   sendmsg4/6    unconnected UDP, per datagram destination; replies of admitted flows pass.
  *   skb egress    ICMP, raw sockets, connected UDP sockets and every other protocol the
  *                 socket hooks never see; counts the bytes of datagram flows.
@@ -23,6 +24,7 @@
 #include "lib/policy.bpf.h"
 #include "lib/telemetry.bpf.h"
 
+#define MSEG_SOCK_DGRAM 2
 #define MSEG_SOCK_RAW 3
 #define MSEG_VERDICT_PASS 1
 
@@ -34,29 +36,65 @@ static __always_inline __u32 current_uid(void)
 }
 
 /*
- * Judges an egress connection or datagram from a socket-address hook. Returns 1 to pass, 0
- * to refuse; `judgement->verdict` stays NONE for workloads not managed on egress.
+ * Finds the verdict for egress from a socket-address hook to `peer_addr` on `port` (the
+ * destination port, or the ICMP type) without counting it. `judgement->verdict` stays NONE for
+ * workloads not managed on egress.
  * LIMITATION: the workload is the calling task's (cgroup and uid), while packet hooks use the
  * socket's; they differ only for a socket handed to a process of another workload.
  */
-static __always_inline int judge_sock_addr(struct bpf_sock_addr *ctx, const __u8 peer_addr[16],
-					   struct mseg_judgement *judgement)
+static __always_inline void judge_sock_addr_verdict(struct bpf_sock_addr *ctx,
+						    const __u8 peer_addr[16], __be16 port,
+						    struct mseg_judgement *judgement)
 {
 	struct mseg_workload workload;
 	struct mseg_bank bank;
 
 	if (active_bank(&bank)) {
 		count_reason(MSEG_REASON_NO_POLICY);
-		return MSEG_VERDICT_PASS;
+		return;
 	}
 	if (find_workload(bank.workloads, ctx, MSEG_CGROUP_OF_TASK, current_uid(), &workload))
-		return MSEG_VERDICT_PASS;
+		return;
 	if (!workload_managed(&workload, MSEG_DIR_EGRESS))
-		return MSEG_VERDICT_PASS;
+		return;
+	judge(&bank, &workload, MSEG_DIR_EGRESS, peer_addr, (__u8)ctx->protocol, port, judgement);
+}
 
-	judge(&bank, &workload, MSEG_DIR_EGRESS, peer_addr, (__u8)ctx->protocol,
-	      (__be16)ctx->user_port, judgement);
+/* Judges and counts an egress connection or datagram. Returns 1 to pass, 0 to refuse. */
+static __always_inline int judge_sock_addr(struct bpf_sock_addr *ctx, const __u8 peer_addr[16],
+					   struct mseg_judgement *judgement)
+{
+	judge_sock_addr_verdict(ctx, peer_addr, (__be16)ctx->user_port, judgement);
+	if (judgement->verdict == MSEG_VERDICT_NONE)
+		return MSEG_VERDICT_PASS;
 	return enforce(judgement);
+}
+
+/*
+ * A ping socket (datagram ICMP) sends nothing but echo requests, so its connect() says what it
+ * will send, and connect() is where an ICMPv6 one can be refused with EPERM: the kernel's
+ * ICMPv6 ping send path (icmpv6_push_pending_frames) drops the error of the egress program, so
+ * send() reports success for an echo that was dropped. Only a deny acts here; an allowed or
+ * audited echo is judged, counted and reported with its first packet at egress, as for an
+ * unconnected socket, so nothing is counted twice.
+ * LIMITATION: sendto() on an unconnected ICMPv6 ping socket passes no hook that can refuse
+ * it: a denied echo is dropped, counted and reported at egress, but sendto() returns success.
+ */
+static __always_inline int connect_ping(struct bpf_sock_addr *ctx, const __u8 peer_addr[16])
+{
+	__be16 echo = bpf_htons(ctx->protocol == MSEG_IPPROTO_ICMPV6 ? MSEG_ICMPV6_ECHO_REQUEST :
+								     MSEG_ICMP_ECHO_REQUEST);
+	struct mseg_judgement judgement = {};
+	struct mseg_flow_identity identity;
+
+	judge_sock_addr_verdict(ctx, peer_addr, echo, &judgement);
+	if (judgement.verdict != MSEG_VERDICT_DENY)
+		return MSEG_VERDICT_PASS;
+	enforce(&judgement);
+	identity_init(&identity, &judgement, MSEG_DIR_EGRESS, (__u8)ctx->protocol, peer_addr, echo);
+	identity_set_task(&identity);
+	report_denied(&identity, echo);
+	return 0;
 }
 
 /*
@@ -70,6 +108,8 @@ static __always_inline int connect_common(struct bpf_sock_addr *ctx, const __u8 
 	struct mseg_flow_identity *stored;
 	int pass;
 
+	if (ctx->type == MSEG_SOCK_DGRAM && is_icmp((__u8)ctx->protocol))
+		return connect_ping(ctx, peer_addr);
 	if (ctx->protocol != IPPROTO_TCP)
 		return MSEG_VERDICT_PASS;
 	pass = judge_sock_addr(ctx, peer_addr, &judgement);

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -150,6 +151,51 @@ TEST_F(EnforcementPrivilegedTest, JudgesPingByIcmpType) {
   EXPECT_EQ(*allowed, 0);
   EXPECT_EQ(*allowed6, 0);
   EXPECT_EQ(*denied, EPERM);
+}
+
+// Lets this process's group open ping sockets. /proc/sys/net is the caller's network namespace:
+// call it only inside a test namespace (runIn).
+int allowPingSocketsInThisNamespace() {
+  std::ofstream range("/proc/sys/net/ipv4/ping_group_range");
+  range << "0 2147483647\n";
+  range.close();
+  return range ? 0 : EACCES;
+}
+
+// Unprivileged ping uses datagram ("ping") ICMP sockets. A denied echo fails with EPERM where
+// the kernel lets it: IPv4 sends, and connect() of either family. An ICMPv6 sendto() without
+// connect() cannot be refused (the kernel drops the egress program's error): the echo is
+// dropped and counted, but sendto() returns success.
+TEST_F(EnforcementPrivilegedTest, JudgesEchoFromPingSockets) {
+  startAgent();
+
+  auto allowed = runIn(client(), [&] {
+    if (allowPingSocketsInThisNamespace() != 0) {
+      return 1;
+    }
+    for (bool connect_first : {false, true}) {
+      if (pingSocketOnce(kServer4, connect_first, kQuick) != 0 ||
+          pingSocketOnce(kServer6, connect_first, kQuick) != 0) {
+        return 2;
+      }
+    }
+    return 0;
+  });
+  auto denied4 = runIn(client(), [&] { return pingSocketOnce(kUnlisted4, false, kQuick); });
+  auto denied4_connected =
+      runIn(client(), [&] { return pingSocketOnce(kUnlisted4, true, kQuick); });
+  auto denied6_connected =
+      runIn(client(), [&] { return pingSocketOnce(kUnlisted6, true, kQuick); });
+  const uint64_t denials_before = agent_->ruleHits("(default deny)");
+  auto denied6 = runIn(client(), [&] { return pingSocketOnce(kUnlisted6, false, kQuick); });
+
+  ASSERT_TRUE(allowed && denied4 && denied4_connected && denied6_connected && denied6);
+  EXPECT_EQ(*allowed, 0) << "1: ping sockets not allowed, 2: an allowed echo failed";
+  EXPECT_EQ(*denied4, EPERM) << std::strerror(*denied4);
+  EXPECT_EQ(*denied4_connected, EPERM) << std::strerror(*denied4_connected);
+  EXPECT_EQ(*denied6_connected, EPERM) << std::strerror(*denied6_connected);
+  EXPECT_EQ(*denied6, ETIMEDOUT) << "the echo must not pass: " << std::strerror(*denied6);
+  EXPECT_EQ(agent_->ruleHits("(default deny)"), denials_before + 1);
 }
 
 TEST_F(EnforcementPrivilegedTest, ConnectionOpenedBeforePolicyChangeKeepsRunning) {

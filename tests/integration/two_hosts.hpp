@@ -28,6 +28,7 @@ inline constexpr const char* kServer4 = "198.18.61.2";
 inline constexpr const char* kServer6 = "fd00:61::2";
 // A second server address that no inventory entry covers.
 inline constexpr const char* kUnlisted4 = "198.18.61.9";
+inline constexpr const char* kUnlisted6 = "fd00:61::9";
 inline constexpr auto kQuick = 1500ms;
 
 inline constexpr const char* kPolicy = R"(version: 1
@@ -115,6 +116,8 @@ protected:
     veth_.emplace(std::move(*veth));
     ASSERT_TRUE(server_ns_->ip({"addr", "add", std::string(kUnlisted4) + "/24", "dev",
                                 server_end.name}));
+    ASSERT_TRUE(server_ns_->ip({"addr", "add", std::string(kUnlisted6) + "/64", "dev",
+                                server_end.name, "nodad"}));
 
     agent_.emplace(cgroup_->path());
     agent_->writePolicy(kPolicy);

@@ -377,6 +377,56 @@ int pingOnce(std::string_view address, milliseconds timeout) {
   }
 }
 
+int pingSocketOnce(std::string_view address, bool connect_first, milliseconds timeout) {
+  auto target = makeSocketAddress(address, 0);
+  if (!target) {
+    return EINVAL;
+  }
+  const bool v6 = target->family() == AF_INET6;
+  UniqueFd fd(socket(target->family(), SOCK_DGRAM | SOCK_CLOEXEC,
+                     v6 ? static_cast<int>(IPPROTO_ICMPV6) : static_cast<int>(IPPROTO_ICMP)));
+  if (!fd) {
+    return errno;
+  }
+  // The kernel sets the identifier (the socket's port) and the checksum; the sequence number
+  // is ours.
+  static std::atomic<uint16_t> sequence{0};
+  const uint16_t seq = sequence++;
+  std::array<uint8_t, 8 + 16> request{};
+  request[0] = v6 ? ICMP6_ECHO_REQUEST : ICMP_ECHO;
+  request[6] = static_cast<uint8_t>(seq >> 8);
+  request[7] = static_cast<uint8_t>(seq);
+  std::memcpy(request.data() + 8, "microseg-test-pi", 16);
+  if (connect_first) {
+    if (connect(fd.get(), target->get(), target->length) != 0) {
+      return errno;
+    }
+    if (send(fd.get(), request.data(), request.size(), 0) < 0) {
+      return errno;
+    }
+  } else if (sendto(fd.get(), request.data(), request.size(), 0, target->get(),
+                    target->length) < 0) {
+    return errno;
+  }
+
+  // A ping socket receives only the replies to its own identifier.
+  const auto deadline = steady_clock::now() + timeout;
+  while (true) {
+    if (int err = waitFor(fd.get(), POLLIN, deadline); err != 0) {
+      return err;
+    }
+    std::array<uint8_t, 1500> reply{};
+    ssize_t n = recv(fd.get(), reply.data(), reply.size(), 0);
+    if (n < 0) {
+      return errno;
+    }
+    if (n >= 8 && reply[0] == (v6 ? ICMP6_ECHO_REPLY : ICMP_ECHOREPLY) &&
+        reply[6] == request[6] && reply[7] == request[7]) {
+      return 0;
+    }
+  }
+}
+
 Result<TcpEchoServer> TcpEchoServer::start(const Placement& where, std::string bind_address,
                                            uint16_t port) {
   auto started = startEchoServer(where, SOCK_STREAM, bind_address, port);

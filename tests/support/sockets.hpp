@@ -54,6 +54,14 @@ int udpSendRecv(std::string_view address, uint16_t port, std::string_view payloa
 // without one; else the errno of socket() or sendto() (EPERM when a cgroup program dropped it).
 int pingOnce(std::string_view address, std::chrono::milliseconds timeout);
 
+// Sends one echo request from a datagram ("ping") socket, as unprivileged ping does, and waits
+// for its reply; with `connect_first` the socket is connected to the address and sends with
+// send(), else it sends with sendto(). Needs the caller's group in net.ipv4.ping_group_range of
+// its network namespace. 0 on a reply within `timeout`; ETIMEDOUT without one; else the errno
+// of socket(), connect() or the send.
+int pingSocketOnce(std::string_view address, bool connect_first,
+                   std::chrono::milliseconds timeout);
+
 // Echo servers in a child process placed in a test cgroup and network namespace. They serve until
 // destroyed (the child is killed then). bind_address "::" listens on every IPv4 and IPv6 address
 // of the namespace; port 0 picks a free port, which port() tells. start() returns once the
