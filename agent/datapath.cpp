@@ -916,12 +916,7 @@ Status uninstallDatapath(const std::string& pin_dir) {
   for (const auto& path : maps) {
     fs::remove(path, err);
   }
-  if (!fs::remove(pin_dir, err) || err) {
-    return Error(err.value() != 0 ? err.value() : ENOTEMPTY,
-                 "microseg's pins are removed, but " + pin_dir +
-                     " holds other files and was kept: " + err.message());
-  }
-  return {};
+  return removePinDirectory(pin_dir);
 }
 
 Result<PinnedCounters> readPinnedCounters(const std::string& pin_dir) {

@@ -13,8 +13,14 @@ namespace mseg::agent {
 Result<std::string> findCgroup2Mount();
 
 // The bpffs mount containing `pin_dir`: if /sys/fs/bpf is not a bpffs mount, mounts one there
-// (needs CAP_SYS_ADMIN). Then creates `pin_dir` (mode 0700) if missing.
+// (needs CAP_SYS_ADMIN). Then creates `pin_dir` (mode 0700) if missing, with its missing
+// parents, and records in it how many parents it created, for removePinDirectory.
 Status ensureBpffs(const std::string& pin_dir);
+
+// Removes `pin_dir`, which must hold nothing of microseg's any more, and then the parents that
+// ensureBpffs created for it, innermost first, each only while it is empty. Fails, keeping
+// `pin_dir`, when it holds other files.
+Status removePinDirectory(const std::string& pin_dir);
 
 // Whether `path` lies on a filesystem of type bpffs.
 bool onBpffs(const std::string& path);

@@ -27,6 +27,8 @@ public:
   void writePolicy(const std::string& text) const;
   const std::filesystem::path& policyPath() const { return policy_path_; }
   const std::string& pinDir() const { return pin_dir_; }
+  // Pins go to `pin_dir` from the next start on; the destructor uninstalls that one.
+  void usePinDir(std::string pin_dir) { pin_dir_ = std::move(pin_dir); }
 
   // Starts microsegd and waits until it reports enforcing (status file with its pid).
   // `wrapper` runs before it on the command line, e.g. setpriv to reduce capabilities.

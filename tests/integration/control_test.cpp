@@ -398,6 +398,41 @@ TEST_F(ControlPrivilegedTest, StatusWithoutAgentSaysTheLastOneIsNotRunningAndWha
             std::string::npos) << run->err;
 }
 
+// The agent creates the missing parents of its pin directory; uninstall removes those it
+// created, each only while empty, and never one that was there before.
+TEST_F(ControlPrivilegedTest, UninstallRemovesThePinDirectoryParentsTheAgentCreated) {
+  const fs::path existing = fs::path("/sys/fs/bpf") / uniqueName();
+  ASSERT_TRUE(fs::create_directory(existing));
+  struct RemoveAtEnd {
+    fs::path path;
+    ~RemoveAtEnd() {
+      std::error_code ignored;
+      fs::remove_all(path, ignored);
+    }
+  } remove_existing{existing};
+  const fs::path alone = existing / "a" / "b" / "pins";
+  const fs::path shared = existing / "c" / "d" / "pins";
+  auto runAgentWith = [&](const fs::path& pin_dir) {
+    agent_->usePinDir(pin_dir.string());
+    EXPECT_TRUE(agent_->start());
+    EXPECT_TRUE(agent_->stop());
+  };
+
+  runAgentWith(alone);
+  auto alone_removed = runCommand({MSEG_MICROSEGCTL, "uninstall", "--pin-dir", alone.string()});
+  runAgentWith(shared);
+  ASSERT_TRUE(fs::create_directory(existing / "c" / "other"));  // not the agent's
+  auto shared_removed = runCommand({MSEG_MICROSEGCTL, "uninstall", "--pin-dir", shared.string()});
+
+  ASSERT_TRUE(alone_removed && shared_removed);
+  EXPECT_EQ(alone_removed->status, 0) << alone_removed->err;
+  EXPECT_EQ(shared_removed->status, 0) << shared_removed->err;
+  EXPECT_FALSE(fs::exists(existing / "a")) << "created by the agent and empty";
+  EXPECT_FALSE(fs::exists(existing / "c" / "d")) << "created by the agent and empty";
+  EXPECT_TRUE(fs::exists(existing / "c" / "other")) << "not the agent's";
+  EXPECT_TRUE(fs::exists(existing)) << "there before the agent";
+}
+
 TEST_F(ControlPrivilegedTest, RestartAfterACrashTakesOverTheStaleSocket) {
   startAgent();
   agent_->crash();
