@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <unordered_set>
 
 #include <bpf/libbpf.h>
 
@@ -120,6 +121,20 @@ int handleEvent(void* context, void* data, size_t size) {
   std::memcpy(&event, data, sizeof(event));
   static_cast<FlowRecorder*>(context)->onEvent(event);
   return 0;
+}
+
+// How many cgroups `after` binds that `before` did not, and the other way round.
+std::pair<size_t, size_t> bindingChanges(const std::vector<WorkloadBinding>& before,
+                                         const std::vector<WorkloadBinding>& after) {
+  std::unordered_set<uint64_t> old_ids;
+  for (const auto& binding : before) {
+    old_ids.insert(binding.cgroup_id);
+  }
+  size_t bound = 0;
+  for (const auto& binding : after) {
+    bound += old_ids.erase(binding.cgroup_id) == 0 ? 1 : 0;
+  }
+  return {bound, old_ids.size()};
 }
 
 // Long enough that a disk full for hours writes a few lines an hour, short enough that the log
@@ -470,6 +485,18 @@ void Agent::tick() {
   if (config_.stats_interval_s > 0 && ticks_ % config_.stats_interval_s == 0) {
     logCounterChanges();
   }
+  reportCgroupChanges(cgroup_changes_.takeEnded(std::chrono::steady_clock::now()));
+}
+
+// One line per burst of cgroup changes (see CgroupChangeSummary); each change is at debug.
+void Agent::reportCgroupChanges(const std::optional<CgroupChangeSummary::Burst>& burst) {
+  if (!burst) {
+    return;
+  }
+  logger("agent")->info("workload cgroups changed changes={} bound={} unbound={} "
+                        "workload_cgroups={} policy_version={}",
+                        burst->changes, burst->bound, burst->unbound, burst->workload_cgroups,
+                        burst->last_version);
 }
 
 void Agent::publishMetrics() {
@@ -714,8 +741,12 @@ Status Agent::rebindCgroups() {
   }
   policy_version_ += 1;
   updateRecorder(*cgroups);
-  logger("agent")->info("workload cgroups changed workload_cgroups={} policy_version={}",
-                        bindings.size(), policy_version_);
+  const auto [bound, unbound] = bindingChanges(bindings_, bindings);
+  logger("agent")->debug("workload cgroups changed bound={} unbound={} workload_cgroups={} "
+                         "policy_version={}",
+                         bound, unbound, bindings.size(), policy_version_);
+  cgroup_changes_.record(bound, unbound, bindings.size(), policy_version_,
+                         std::chrono::steady_clock::now());
   bindings_ = std::move(bindings);
   writeStatus();
   catchUpInactiveBank();
@@ -890,6 +921,7 @@ int Agent::run() {
           continue;
         }
         tick();
+        reportCgroupChanges(cgroup_changes_.take());
         log->info("stopping on signal {}; pinned programs keep enforcing policy_version={} "
                   "records_exported={} records_dropped={}",
                   strsignal(info.ssi_signo), policy_version_, recordsExported(),

@@ -11,6 +11,7 @@
 
 #include <unordered_map>
 
+#include "cgroup_changes.hpp"
 #include "cgroups.hpp"
 #include "config.hpp"
 #include "datapath.hpp"
@@ -76,6 +77,7 @@ private:
   void updateRecorder(const std::vector<CgroupEntry>& cgroups);
   void reloadPolicy(ReloadTrigger trigger);
   void logCounterChanges();
+  void reportCgroupChanges(const std::optional<CgroupChangeSummary::Burst>& burst);
   // STATE_DIR/status.json; `state` is "enforcing" while the agent runs, "stopped" at its end.
   void writeStatus(const char* state = "enforcing") const;
   std::string serviceStatus() const;
@@ -128,6 +130,7 @@ private:
   bool flow_log_warned_ = false;   // a flow log failure was logged and has not recovered
   std::chrono::steady_clock::time_point flow_log_warned_at_;
   unsigned ticks_ = 0;
+  CgroupChangeSummary cgroup_changes_;
   std::shared_ptr<ControlState> control_state_;
   std::unique_ptr<ControlServer> control_;
 

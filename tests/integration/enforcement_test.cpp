@@ -4,6 +4,7 @@
 // sendmsg() failing with EPERM, SYNs dropped, replies passing, and the per-rule counters.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -12,7 +13,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -623,6 +626,38 @@ TEST_F(EnforcementPrivilegedTest, StatusFileFollowsVersionsThatCgroupChangesMake
   EXPECT_EQ(*stopped, 0);
   EXPECT_EQ(agent_->runState(), "stopped");
   EXPECT_EQ(agent_->policyVersion(), enforcing);
+}
+
+// Services start in bursts: 200 cgroups that a glob selects make one info line with their
+// count, not one per cgroup (each change is logged at debug).
+TEST_F(EnforcementPrivilegedTest, LogsABurstOfCgroupChangesOnce) {
+  auto agent = agent_->launch();  // this test reads its whole log
+  ASSERT_TRUE(agent);
+  ASSERT_TRUE(pollUntil(20s, [&] { return agent_->policyVersion().has_value(); }));
+
+  for (int i = 0; i < 200; i++) {
+    ASSERT_TRUE(cgroup_->createChild("batch-" + std::to_string(i) + ".service"));
+  }
+  // The last one labelled means every one is: each rebind binds all cgroups that exist.
+  ASSERT_TRUE(pollUntil(20s, [&] {
+    return connectFrom(client("batch-199.service"), kServer4, 7002) == EPERM;
+  }, 10ms));
+  ::kill(agent->pid(), SIGTERM);  // a burst still going on is reported at the stop
+  auto stopped = agent->wait(20s);
+
+  ASSERT_TRUE(stopped);
+  EXPECT_EQ(*stopped, 0);
+  std::vector<std::string> lines;
+  std::istringstream log(agent->err());
+  for (std::string line; std::getline(log, line);) {
+    if (line.find("workload cgroups changed") != std::string::npos) {
+      lines.push_back(line);
+    }
+  }
+  ASSERT_EQ(lines.size(), 1u) << agent->err();
+  EXPECT_NE(lines[0].find(" info agent: workload cgroups changed "), std::string::npos);
+  EXPECT_NE(lines[0].find(" bound=200 unbound=0 workload_cgroups=202 "), std::string::npos)
+      << lines[0];
 }
 
 TEST_F(EnforcementPrivilegedTest, GlobSelectsCgroupCreatedAfterStart) {
