@@ -98,15 +98,6 @@ bool endsWith(std::string_view text, std::string_view suffix) {
   return text.size() >= suffix.size() && text.substr(text.size() - suffix.size()) == suffix;
 }
 
-// Hidden files (`.x.yaml.swp`) and other suffixes (`x.yaml~`, `x.yaml.orig`, README) are
-// what editors and people leave beside policy files; only these names are policy.
-bool isPolicyFileName(std::string_view name) {
-  if (name.empty() || name.front() == '.') {
-    return false;
-  }
-  return (endsWith(name, ".yaml") && name.size() > 5) || (endsWith(name, ".yml") && name.size() > 4);
-}
-
 std::string joinPath(const std::string& directory, const std::string& name) {
   if (!directory.empty() && directory.back() == '/') {
     return directory + name;
@@ -115,6 +106,15 @@ std::string joinPath(const std::string& directory, const std::string& name) {
 }
 
 }  // namespace
+
+// Hidden files (`.x.yaml.swp`) and other suffixes (`x.yaml~`, `x.yaml.orig`, README) are
+// what editors and people leave beside policy files; only these names are policy.
+bool isPolicyFileName(std::string_view name) {
+  if (name.empty() || name.front() == '.') {
+    return false;
+  }
+  return endsWith(name, ".yaml") || endsWith(name, ".yml");
+}
 
 // A file that has to be looked at: read from disk, then hashed and parsed unless its content
 // is what `known` holds.
@@ -200,9 +200,9 @@ Result<Policy> PolicySource::loadDirectory(Diagnostics& out, LoadTimes& times) {
   auto start = Clock::now();
   const int64_t now = wallClockNs();
   size_t errors_before = out.errorCount();
-  auto names = listDirectory(out);
+  auto names = listPolicyDirectory(path_);
   if (!names) {
-    return names.error();
+    return names.error().wrap("load policy");
   }
 
   std::vector<std::shared_ptr<const PolicyFile>> files(names->size());
@@ -277,42 +277,6 @@ Result<Policy> PolicySource::loadDirectory(Diagnostics& out, LoadTimes& times) {
   return merged;
 }
 
-Result<std::vector<std::string>> PolicySource::listDirectory(Diagnostics& out) {
-  DIR* directory = opendir(path_.c_str());
-  if (directory == nullptr) {
-    return Error::fromErrno(errno, fmt::format("open {}", path_)).wrap("load policy");
-  }
-  std::vector<std::string> names;
-  errno = 0;
-  while (const dirent* entry = readdir(directory)) {
-    if (isPolicyFileName(entry->d_name)) {
-      names.emplace_back(entry->d_name);
-    }
-  }
-  int err = errno;
-  closedir(directory);
-  if (err != 0) {
-    return Error::fromErrno(err, fmt::format("list {}", path_)).wrap("load policy");
-  }
-  // std::string compares as unsigned bytes: the order of `LC_ALL=C ls`.
-  std::sort(names.begin(), names.end());
-
-  if (names.empty()) {
-    out.error(path_, {},
-              "the directory holds no policy file (*.yaml or *.yml); an empty policy would drop "
-              "every rule, so it is refused: add the policy files, or point the policy path at "
-              "a file");
-    return Error::invalid(fmt::format("{}: {}", path_, countErrors(1)));
-  }
-  if (names.size() > kMaxPolicyFiles) {
-    out.error(path_, {},
-              fmt::format("the directory holds {} policy files; at most {} are supported",
-                          names.size(), kMaxPolicyFiles));
-    return Error::invalid(fmt::format("{}: {}", path_, countErrors(1)));
-  }
-  return names;
-}
-
 // Hashes every pending file and parses those whose content is new, largest first over as many
 // threads as there are CPUs: libyaml is the bulk of a load, and files are independent.
 void PolicySource::parsePending(std::vector<Pending>& pending) {
@@ -364,6 +328,71 @@ Result<Policy> PolicySource::merge(const std::vector<std::shared_ptr<const Polic
   auto merged = mergePolicyFiles(files, path_, out, last_files_.empty() ? nullptr : &previous);
   if (merged) {
     last_files_ = merged->files;
+  }
+  return merged;
+}
+
+Result<std::vector<std::string>> listPolicyDirectory(const std::string& directory) {
+  DIR* listing = opendir(directory.c_str());
+  if (listing == nullptr) {
+    return Error::fromErrno(errno, fmt::format("open {}", directory));
+  }
+  std::vector<std::string> names;
+  errno = 0;
+  while (const dirent* entry = readdir(listing)) {
+    if (isPolicyFileName(entry->d_name)) {
+      names.emplace_back(entry->d_name);
+    }
+  }
+  int err = errno;
+  closedir(listing);
+  if (err != 0) {
+    return Error::fromErrno(err, fmt::format("list {}", directory));
+  }
+  if (names.empty()) {
+    return Error::invalid(fmt::format(
+        "{} holds no policy file (*.yaml or *.yml); an empty policy would drop every rule, so it "
+        "is refused: add the policy files, or point the policy path at a file", directory));
+  }
+  if (names.size() > kMaxPolicyFiles) {
+    return Error::invalid(fmt::format("{} holds {} policy files; at most {} are supported",
+                                      directory, names.size(), kMaxPolicyFiles));
+  }
+  // std::string compares as unsigned bytes: the order of `LC_ALL=C ls`.
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+Result<std::string> readPolicyText(const std::string& path) {
+  auto file = readPolicyFile(path);
+  if (!file) {
+    return file.error();
+  }
+  return std::move(file->text);
+}
+
+std::string policyDirectoryPath(const std::string& directory, const std::string& name) {
+  return joinPath(directory, name);
+}
+
+Result<Policy> parsePolicyDirectoryTexts(const std::string& directory,
+                                         const std::vector<std::pair<std::string, std::string>>& files,
+                                         Diagnostics& out) {
+  size_t errors_before = out.errorCount();
+  std::vector<std::shared_ptr<const PolicyFile>> parsed;
+  std::vector<std::string> names;
+  for (const auto& [name, text] : files) {
+    if (auto file = parsePolicyFile(text, joinPath(directory, name), out)) {
+      parsed.push_back(*file);
+      names.push_back(name);
+    }
+  }
+  if (size_t errors = out.errorCount() - errors_before; errors > 0) {
+    return Error::invalid(fmt::format("{}: {}", directory, countErrors(errors)));
+  }
+  auto merged = mergePolicyFiles(parsed, directory, out);
+  if (merged) {
+    merged->content_hash = policyDirectoryHash(parsed, names);
   }
   return merged;
 }

@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -83,7 +84,6 @@ private:
 
   Result<Policy> loadFile(Diagnostics& out, LoadTimes& times);
   Result<Policy> loadDirectory(Diagnostics& out, LoadTimes& times);
-  Result<std::vector<std::string>> listDirectory(Diagnostics& out);
   // Whether a file's stat, taken at wall clock `now_ns`, will tell a later change from it.
   bool isSettled(const FileIdentity& identity, int64_t now_ns) const;
   void parsePending(std::vector<Pending>& pending);
@@ -96,6 +96,28 @@ private:
   std::vector<std::shared_ptr<const PolicyFile>> last_files_;  // of the last successful load
   LoadStats stats_;
 };
+
+// Whether a directory entry of this name is a policy file: *.yaml or *.yml, not hidden.
+bool isPolicyFileName(std::string_view name);
+
+// The names of the policy files in `directory`, in load order. Fails with the errno of a
+// directory that cannot be listed, or EINVAL when it holds no policy file (an empty policy
+// would drop every rule) or too many.
+Result<std::vector<std::string>> listPolicyDirectory(const std::string& directory);
+
+// The text of a policy file, refusing what is not a regular file (without blocking on a FIFO)
+// and files over the size limit. Fails with the errno, the message naming `path`.
+Result<std::string> readPolicyText(const std::string& path);
+
+// How a file of a policy directory is named in diagnostics: "directory/name".
+std::string policyDirectoryPath(const std::string& directory, const std::string& name);
+
+// A policy directory's files given as (name, text) in load order, parsed and merged like
+// PolicySource loads a directory, content hash included; for a directory read elsewhere (the
+// agent diffs one microsegctl sent). Fails (EINVAL, "<directory>: N errors") after reporting.
+Result<Policy> parsePolicyDirectoryTexts(
+    const std::string& directory, const std::vector<std::pair<std::string, std::string>>& files,
+    Diagnostics& out);
 
 // The content hash of a policy directory: hex SHA-256 of a manifest with one line
 // "<hex SHA-256 of the file>  <name>\n" per policy file in load order, which is what
