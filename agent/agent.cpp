@@ -194,8 +194,11 @@ Error policyError(const std::string& path, const Error& error,
 
 Result<std::shared_ptr<const policy::Policy>> Agent::loadPolicy(policy::LoadTimes& times) {
   policy::Diagnostics diagnostics;
-  auto loaded = policy::readPolicy(config_.policy_path, diagnostics, &times);
+  auto loaded = policy_source_.load(diagnostics, &times);
   logDiagnostics(diagnostics);
+  const policy::LoadStats& stats = policy_source_.lastLoad();
+  logger("policy")->debug("policy files loaded files={} read={} parsed={}", stats.files,
+                          stats.read, stats.parsed);
   if (!loaded) {
     return policyError(config_.policy_path, loaded.error(), diagnostics);
   }

@@ -27,6 +27,7 @@
 #include "mseg/policy/compiled.hpp"
 #include "mseg/policy/compiler.hpp"
 #include "mseg/policy/incremental.hpp"
+#include "mseg/policy/source.hpp"
 #include "mseg/result.hpp"
 
 struct ring_buffer;
@@ -45,7 +46,8 @@ public:
   int run();
 
 private:
-  explicit Agent(AgentConfig config) : config_(std::move(config)) {}
+  explicit Agent(AgentConfig config)
+      : config_(std::move(config)), policy_source_(config_.policy_path) {}
 
   Status startTelemetry();
   void exportRecord(FlowRecord& record);
@@ -86,6 +88,8 @@ private:
   ExporterStats exporterStats() const;
 
   AgentConfig config_;
+  // Remembers the parsed policy files, so a reload parses only those that changed.
+  policy::PolicySource policy_source_;
   std::string attach_cgroup_;
   std::string cgroup_v2_prefix_;  // attach cgroup relative to the cgroup v2 mount
   std::unique_ptr<Datapath> datapath_;

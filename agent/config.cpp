@@ -14,12 +14,13 @@
 namespace mseg::agent {
 namespace {
 
-constexpr const char* kUsage = R"(usage: microsegd --policy FILE [options]
+constexpr const char* kUsage = R"(usage: microsegd --policy FILE|DIR [options]
 
 Enforces a microseg segment policy on this host with eBPF programs attached to a cgroup.
 
 options:
-  --policy FILE          segment policy to enforce (YAML, see docs/policy.md)
+  --policy FILE|DIR      segment policy to enforce (YAML, see docs/policy.md): a file, or a
+                         directory whose *.yaml and *.yml files are merged in name order
   --cgroup PATH          cgroup v2 directory to attach to (default: the cgroup v2 root);
                          absolute, or relative to the cgroup v2 mount
   --pin-dir DIR          bpffs directory for pinned maps and links (default /sys/fs/bpf/microseg)
@@ -40,7 +41,7 @@ options:
   --version              print the version and exit
   --help                 print this help and exit
 
-signals: SIGHUP reloads the policy file; SIGTERM and SIGINT stop the agent and leave the
+signals: SIGHUP reloads the policy; SIGTERM and SIGINT stop the agent and leave the
 pinned programs enforcing (remove them with `microsegctl uninstall`).
 )";
 
@@ -282,7 +283,7 @@ Result<CommandLine> parseCommandLine(int argc, char** argv) {
                           "--flow-log: turn telemetry on or remove them");
   }
   if (!command.show_help && !command.show_version && config.policy_path.empty()) {
-    return Error::invalid("no policy given: pass --policy FILE or set `policy` in --config");
+    return Error::invalid("no policy given: pass --policy FILE|DIR or set `policy` in --config");
   }
   return command;
 }

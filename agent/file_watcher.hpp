@@ -1,7 +1,12 @@
-// Notices when a file is replaced or rewritten, the way editors, configuration management
-// (which writes a temporary file and renames it) and `cp` change a policy file.
+// Notices when the policy changes on disk, the way editors, configuration management (which
+// writes a temporary file and renames it), `cp` and deployments by symlink change it.
 #pragma once
 
+#include <sys/inotify.h>
+
+#include <cstdint>
+#include <map>
+#include <set>
 #include <string>
 
 #include "mseg/result.hpp"
@@ -15,17 +20,39 @@ public:
   FileWatcher(const FileWatcher&) = delete;
   FileWatcher& operator=(const FileWatcher&) = delete;
 
-  // Watches the directory of `path` for that file name being closed after writing or moved in.
+  // Watches the policy at `path`. A file: the file name closed after writing or moved in (the
+  // directory is watched, not the file: a rename over the file replaces the inode a file watch
+  // holds). A directory: besides, any policy file in it (mseg/policy/source.hpp) created,
+  // written, moved in or out, or deleted. A symlink, as the path or as a policy file in the
+  // directory: the link (replaced, or pointed elsewhere) and its target.
   Status start(const std::string& path);
 
   int fd() const { return fd_; }
 
-  // Reads pending events; true when the watched file changed. Call when fd() is readable.
+  // Reads pending events; true when the policy may have changed. A removal is reported only
+  // after kQuietPeriod without a new version of the file arriving, so that an editor's save
+  // (move the old file away, write the new one) is one change, not a policy without that file
+  // followed by one with it. Watches follow links pointed elsewhere. Call when fd() is readable.
   bool changed();
 
 private:
+  // What one watched directory is watched for.
+  struct Watch {
+    std::set<std::string> names;  // these entries
+    bool policy_files = false;    // and every policy file name
+  };
+  // Ordered by what a batch of events amounts to: a new version of a file outweighs a removal.
+  enum class Event : uint8_t { None, Removal, Content };
+
+  Status arm();
+  void watchLinkChain(std::string path, std::map<std::string, Watch>& wanted) const;
+  Event classify(const inotify_event& event) const;
+  Event readEvents();
+
   int fd_ = -1;
-  std::string name_;
+  std::string path_;           // absolute, links not resolved
+  std::map<int, Watch> watches_;  // by watch descriptor
+  std::map<int, std::string> directories_;  // by watch descriptor, for lstat of created names
 };
 
 }  // namespace mseg::agent

@@ -26,6 +26,9 @@ public:
 
   void writePolicy(const std::string& text) const;
   const std::filesystem::path& policyPath() const { return policy_path_; }
+  // Starts the agent with this policy path (a policy directory, say) from now on; writePolicy
+  // then writes there.
+  void setPolicyPath(std::filesystem::path path) { policy_path_ = std::move(path); }
   const std::string& pinDir() const { return pin_dir_; }
   // Pins go to `pin_dir` from the next start on; the destructor uninstalls that one.
   void usePinDir(std::string pin_dir) { pin_dir_ = std::move(pin_dir); }

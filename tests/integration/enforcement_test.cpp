@@ -386,6 +386,85 @@ TEST_F(EnforcementPrivilegedTest, ReloadWithBadPolicyKeepsTheOldOne) {
   EXPECT_EQ(connectFrom(client(), kServer4, 7002), EPERM);
 }
 
+// A policy directory: its files merged, backups beside them ignored, and an edit of one file
+// applied through the change compiler, since the other files come back unchanged.
+TEST_F(EnforcementPrivilegedTest, EnforcesAPolicyDirectoryAndAppliesAnEditedFile) {
+  serveTcp(7001);
+  serveTcp(7002);
+  const auto dir = usePolicyDirectory();
+  std::ofstream(dir / "20-app.yaml~") << "version: 1\nsegments: [{name: old, rules: []}]\n";
+  startAgent();
+  const uint64_t version = *agent_->policyVersion();
+  ASSERT_EQ(connectFrom(client(), kServer4, 7001), 0);
+  ASSERT_EQ(connectFrom(client(), kServer4, 7002), EPERM);
+  std::stringstream app;
+  app << std::ifstream(dir / "20-app.yaml").rdbuf();
+  std::string moved = app.str();
+  moved.replace(moved.find("ports: [7001, 7100-7199]"), 24, "ports: [7002, 7100-7199]");
+
+  replaceFile(dir / "20-app.yaml", moved);
+
+  ASSERT_TRUE(pollUntil(10s, [&] { return agent_->policyVersion().value_or(0) > version; }));
+  EXPECT_EQ(connectFrom(client(), kServer4, 7001), EPERM);
+  EXPECT_EQ(connectFrom(client(), kServer4, 7002), 0);
+  ASSERT_TRUE(agent_->stop().ok());
+  const std::string& log = agent_->stoppedLog();
+  EXPECT_NE(log.find("incremental=true rules_added=1 rules_removed=1"), std::string::npos) << log;
+}
+
+TEST_F(EnforcementPrivilegedTest, BrokenFileInAPolicyDirectoryIsRefusedWhileTheOldOneEnforces) {
+  serveTcp(7001);
+  serveTcp(7003);
+  const auto dir = usePolicyDirectory();
+  startAgent();
+  const uint64_t version = *agent_->policyVersion();
+  const std::string extra =
+      "version: 1\nsegments:\n  - name: extra\n    rules:\n"
+      "      - {name: to-7003, from: {rolle: client}, to: {role: server}, protocol: tcp, "
+      "ports: [7003]}\n";
+
+  std::ofstream(dir / "40-extra.yaml") << extra;
+
+  ASSERT_TRUE(pollUntil(10s, [&] { return !agent_->lastError().empty(); }));
+  EXPECT_NE(agent_->lastError().find((dir / "40-extra.yaml").string() +
+                                     ":5:32: error: label key `rolle` is defined by no workload"),
+            std::string::npos)
+      << agent_->lastError();
+  EXPECT_EQ(*agent_->policyVersion(), version);
+  EXPECT_EQ(connectFrom(client(), kServer4, 7001), 0);
+  EXPECT_EQ(connectFrom(client(), kServer4, 7003), EPERM);
+
+  std::string fixed = extra;
+  fixed.replace(fixed.find("rolle"), 5, "role");
+  replaceFile(dir / "40-extra.yaml", fixed);
+
+  ASSERT_TRUE(pollUntil(10s, [&] { return agent_->policyVersion().value_or(0) > version; }));
+  EXPECT_EQ(connectFrom(client(), kServer4, 7003), 0);
+  EXPECT_EQ(connectFrom(client(), kServer4, 7001), 0);
+}
+
+// /etc/microseg/policy.yaml -> /srv/git/policy/prod.yaml: a checkout that rewrites the target
+// changes the policy as much as an edit of the link's own name.
+TEST_F(EnforcementPrivilegedTest, EditingTheTargetOfASymlinkedPolicyFileAppliesIt) {
+  serveTcp(7001);
+  serveTcp(7002);
+  const auto target = agent_->workDir() / "git" / "prod.yaml";
+  std::filesystem::create_directory(target.parent_path());
+  std::ofstream(target) << kPolicy;
+  std::filesystem::create_symlink(target, agent_->workDir() / "linked-policy.yaml");
+  agent_->setPolicyPath(agent_->workDir() / "linked-policy.yaml");
+  startAgent();
+  const uint64_t version = *agent_->policyVersion();
+  std::string moved = kPolicy;
+  moved.replace(moved.find("ports: [7001, 7100-7199]"), 24, "ports: [7002, 7100-7199]");
+
+  replaceFile(target, moved);
+
+  ASSERT_TRUE(pollUntil(10s, [&] { return agent_->policyVersion().value_or(0) > version; }));
+  EXPECT_EQ(connectFrom(client(), kServer4, 7001), EPERM);
+  EXPECT_EQ(connectFrom(client(), kServer4, 7002), 0);
+}
+
 // The smallest capability set: the agent runs as root but with a bounding set of CAP_BPF,
 // CAP_NET_ADMIN and CAP_PERFMON only.
 TEST_F(EnforcementPrivilegedTest, EnforcesWithMinimalCapabilities) {

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <optional>
 #include <string>
 #include <vector>
@@ -157,6 +159,30 @@ protected:
   }
 
   void startAgent() { ASSERT_TRUE(agent_->start()) << "agent failed to start"; }
+
+  // kPolicy as a policy directory in the agent's work directory, which becomes its policy
+  // path: 10-identities.yaml (workloads and inventory), 20-app.yaml and 30-watch.yaml (a
+  // segment each). Returns the directory.
+  std::filesystem::path usePolicyDirectory() {
+    const std::string policy = kPolicy;
+    const size_t segments = policy.find("segments:\n");
+    const size_t watch = policy.find("  - name: watch\n");
+    const std::filesystem::path dir = agent_->workDir() / "policy.d";
+    std::filesystem::create_directory(dir);
+    std::ofstream(dir / "10-identities.yaml") << policy.substr(0, segments);
+    std::ofstream(dir / "20-app.yaml")
+        << "version: 1\n" << policy.substr(segments, watch - segments);
+    std::ofstream(dir / "30-watch.yaml") << "version: 1\nsegments:\n" << policy.substr(watch);
+    agent_->setPolicyPath(dir);
+    return dir;
+  }
+
+  // Writes `text` beside `path` and renames it over, as configuration management does.
+  static void replaceFile(const std::filesystem::path& path, const std::string& text) {
+    const std::filesystem::path staged = path.string() + ".new";
+    std::ofstream(staged) << text;
+    std::filesystem::rename(staged, path);
+  }
 
   std::optional<TestCgroup> cgroup_;
   std::optional<NetNamespace> client_ns_;
