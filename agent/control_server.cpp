@@ -19,6 +19,7 @@
 #include "microseg/control/v1/control.grpc.pb.h"
 #include "mseg/policy/compiler.hpp"
 #include "mseg/policy/diff.hpp"
+#include "mseg/policy/source.hpp"
 #include "mseg/policy/trace.hpp"
 #include "mseg/unique_fd.hpp"
 #include "reasons.hpp"
@@ -71,6 +72,25 @@ const char* reloadWord(ReloadOutcome::Result result) {
     case ReloadOutcome::Result::None: break;
   }
   return "";
+}
+
+// The policy a diff request proposes, compiled on this host: one file's text, or the files of
+// a directory as microsegctl read them.
+Result<policy::CompiledPolicy> compileProposed(const cv1::DiffPolicyRequest& request,
+                                              const std::string& source,
+                                              policy::Diagnostics& diagnostics) {
+  if (request.files_size() == 0) {
+    return policy::loadPolicyText(request.policy_text(), source, diagnostics);
+  }
+  std::vector<std::pair<std::string, std::string>> files;
+  for (const auto& file : request.files()) {
+    files.emplace_back(file.name(), file.text());
+  }
+  auto merged = policy::parsePolicyDirectoryTexts(source, files, diagnostics);
+  if (!merged) {
+    return merged.error();
+  }
+  return policy::compilePolicy(*merged, diagnostics);
 }
 
 grpc::Status callError(const Error& error) {
@@ -222,7 +242,7 @@ struct ControlServer::Service final : cv1::Control::Service {
     }
     policy::Diagnostics diagnostics;
     const std::string source = request.source_name().empty() ? "policy" : request.source_name();
-    auto proposed = policy::loadPolicyText(request.policy_text(), source, diagnostics);
+    auto proposed = compileProposed(request, source, diagnostics);
     for (const auto* found : diagnostics.sorted()) {
       auto* diagnostic = reply.add_diagnostics();
       diagnostic->set_severity(found->severity == policy::Severity::Error ? "error" : "warning");

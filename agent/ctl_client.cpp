@@ -151,11 +151,7 @@ Result<cv1::AgentStatus> ControlClient::status() {
                                 kCallDeadline);
 }
 
-Result<cv1::PolicyDiff> ControlClient::diffPolicy(const std::string& policy_text,
-                                                  const std::string& source) {
-  cv1::DiffPolicyRequest request;
-  request.set_policy_text(policy_text);
-  request.set_source_name(source);
+Result<cv1::PolicyDiff> ControlClient::diffPolicy(const cv1::DiffPolicyRequest& request) {
   return call<cv1::PolicyDiff>(&cv1::Control::Stub::DiffPolicy, request, kDiffDeadline);
 }
 

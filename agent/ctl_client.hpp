@@ -28,7 +28,9 @@ public:
   static Result<ControlClient> connect(const std::string& socket_path);
 
   Result<cv1::AgentStatus> status();
-  Result<cv1::PolicyDiff> diffPolicy(const std::string& policy_text, const std::string& source);
+  // The diff of the policy in `request` (one file's text, or a directory's files) against the
+  // running one.
+  Result<cv1::PolicyDiff> diffPolicy(const cv1::DiffPolicyRequest& request);
   Result<cv1::Trace> trace(const cv1::TraceRequest& request);
   Result<cv1::WorkloadList> workloads();
   // Hands every record to `each` until the stream ends, `each` returns false, or it fails.

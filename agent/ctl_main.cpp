@@ -2,6 +2,8 @@
 //
 // Exit codes: 0 done (nothing to report), 1 a failure or a finding (an invalid policy, a diff
 // with changes, an agent whose last reload was refused, no agent), 2 a malformed command line.
+#include <sys/stat.h>
+
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -20,6 +22,7 @@
 #include "ctl_output.hpp"
 #include "datapath.hpp"
 #include "mseg/policy/compiler.hpp"
+#include "mseg/policy/source.hpp"
 #include "reasons.hpp"
 #include "status_file.hpp"
 
@@ -41,7 +44,7 @@ constexpr const char* kUsage = R"(usage: microsegctl COMMAND [options]
 commands that ask the running agent (over --socket PATH, default /run/microseg/microsegd.sock):
   status                       version, attach point, policy, modes, counters, drops, exporter,
                                last reload and last error; exit 1 when the last reload failed
-  policy diff FILE             rules added, removed, changed and the paths that would open or
+  policy diff FILE|DIR         rules added, removed, changed and the paths that would open or
                                close against the running policy; exit 1 when anything changes
   policy trace --from WORKLOAD|ADDRESS --to WORKLOAD|ADDRESS --proto tcp|udp|icmp [--port N]
                                the verdict and the rule that decides it (ICMP: --port is the type)
@@ -50,7 +53,8 @@ commands that ask the running agent (over --socket PATH, default /run/microseg/m
   workloads                    the cgroups each workload selects, and cgroups no workload selects
 
 commands that work without an agent:
-  policy validate FILE         check a policy file; exit 0 when valid, 1 when it has errors
+  policy validate FILE|DIR     check a policy file or directory; exit 0 when valid, 1 when it
+                               has errors
   counters [--pin-dir DIR | --config FILE]
                                per-rule verdict counters of the pinned datapath
   uninstall [--pin-dir DIR | --config FILE]
@@ -290,20 +294,48 @@ int showStatus(const Arguments& args) {
   return exit_code == kExitOk && reload_failed ? kExitFailure : exit_code;
 }
 
+// The policy at `path` as the agent's diff takes it: a file's text, or a directory's files read
+// in the order and with the checks the agent's own loading has.
+mseg::Result<cv1::DiffPolicyRequest> policyToDiff(const std::string& path) {
+  cv1::DiffPolicyRequest request;
+  request.set_source_name(path);
+  struct stat info {};
+  if (stat(path.c_str(), &info) != 0 || !S_ISDIR(info.st_mode)) {
+    auto text = mseg::policy::readPolicyText(path);
+    if (!text) {
+      return text.error().wrap("read policy");
+    }
+    request.set_policy_text(std::move(*text));
+    return request;
+  }
+  auto names = mseg::policy::listPolicyDirectory(path);
+  if (!names) {
+    return names.error().wrap("read policy");
+  }
+  for (const auto& name : *names) {
+    auto text = mseg::policy::readPolicyText(mseg::policy::policyDirectoryPath(path, name));
+    if (!text) {
+      return text.error().wrap("read policy");
+    }
+    auto* file = request.add_files();
+    file->set_name(name);
+    file->set_text(std::move(*text));
+  }
+  return request;
+}
+
 int diffPolicy(const Arguments& args) {
   const std::string& path = args.positional[0];
-  std::ifstream file(path);
-  if (!file) {
-    return fail(mseg::Error::fromErrno(errno, "read " + path));
+  auto request = policyToDiff(path);
+  if (!request) {
+    return fail(request.error());
   }
-  std::stringstream text;
-  text << file.rdbuf();
 
   auto client = ctl::ControlClient::connect(args.socket());
   if (!client) {
     return fail(client.error());
   }
-  auto diff = client->diffPolicy(text.str(), path);
+  auto diff = client->diffPolicy(*request);
   if (!diff) {
     return fail(diff.error());
   }
@@ -459,12 +491,12 @@ std::set<std::string> withAgentOptions(std::set<std::string> values) {
 int runPolicyCommand(const std::vector<std::string>& args) {
   const std::string sub = args.size() > 1 ? args[1] : "";
   if (sub == "validate") {
-    Grammar grammar{"policy validate FILE [-o json]", {"--output"}, {}, 1};
+    Grammar grammar{"policy validate FILE|DIR [-o json]", {"--output"}, {}, 1};
     auto parsed = parse(args, 2, grammar);
     return parsed ? validatePolicy(*parsed) : kExitUsage;
   }
   if (sub == "diff") {
-    Grammar grammar{"policy diff FILE [-o json] [--socket PATH | --config FILE]", kAgentOptions,
+    Grammar grammar{"policy diff FILE|DIR [-o json] [--socket PATH | --config FILE]", kAgentOptions,
                     {}, 1};
     auto parsed = parse(args, 2, grammar);
     return parsed ? diffPolicy(*parsed) : kExitUsage;

@@ -210,6 +210,27 @@ TEST_F(ControlPrivilegedTest, DiffOfAnInvalidFileShowsItsErrorsAndComparesNothin
   EXPECT_EQ(run.out, "");
 }
 
+TEST_F(ControlPrivilegedTest, DiffOfAPolicyDirectoryNamesTheFileOfEachChange) {
+  serveTcp(7001);
+  startAgent();
+  const auto dir = usePolicyDirectory();
+  const auto same = ctl({"policy", "diff", dir.string()});
+  std::stringstream app;
+  app << std::ifstream(dir / "20-app.yaml").rdbuf();
+  std::string moved = app.str();
+  moved.replace(moved.find("ports: [7001, 7100-7199]"), 24, "ports: [7002, 7100-7199]");
+  replaceFile(dir / "20-app.yaml", moved);
+
+  auto json = ctlJson({"policy", "diff", dir.string()});
+
+  EXPECT_EQ(same.status, 0) << same.err;
+  EXPECT_NE(same.out.find("no changes"), std::string::npos) << same.out;
+  ASSERT_EQ(json["rules"].size(), 1u) << json.dump(2);
+  EXPECT_EQ(json["rules"][0]["rule"], "app/client-to-server-tcp");
+  EXPECT_EQ(json["rules"][0]["location"], (dir / "20-app.yaml").string() + ":5:9");
+  EXPECT_EQ(connectFrom(client(), kServer4, 7001), 0);
+}
+
 TEST_F(ControlPrivilegedTest, FlowsFollowShowsAFlowMadeWhileFollowing) {
   serveTcp(7001);
   startAgent();

@@ -63,6 +63,48 @@ TEST_F(MicrosegctlTest, PolicyThatIsNotARegularFileIsRefusedWithoutReadingIt) {
   std::filesystem::remove(fifo);
 }
 
+TEST_F(MicrosegctlTest, ValidatesAPolicyDirectoryNamingTheFileOfEachProblem) {
+  const std::string dir = policy_ + ".d";
+  std::filesystem::create_directory(dir);
+  std::ofstream(dir + "/10-workloads.yaml")
+      << "version: 1\nworkloads:\n  - {name: web, cgroup: web.service, labels: {tier: web}}\n";
+  std::ofstream(dir + "/20-rules.yaml")
+      << "version: 1\nsegments:\n  - name: s\n    rules:\n"
+         "      - {name: out, from: {tier: web}, to: world, protocol: tcp, ports: [443]}\n";
+  std::ofstream(dir + "/20-rules.yaml~") << "not: [a policy\n";
+
+  auto valid = runCommand({MSEG_MICROSEGCTL, "policy", "validate", dir});
+  std::ofstream(dir + "/30-bad.yaml")
+      << "version: 1\nsegments:\n  - name: t\n    rules:\n"
+         "      - {name: typo, from: {tierr: web}, to: any}\n";
+  auto invalid = runCommand({MSEG_MICROSEGCTL, "policy", "validate", dir});
+  std::filesystem::remove_all(dir);
+
+  ASSERT_TRUE(valid);
+  EXPECT_EQ(valid->status, 0) << valid->err;
+  EXPECT_EQ(valid->out, dir + ": valid: 1 workloads, 0 inventory entries, 1 rules, 1 verdict entries\n");
+  ASSERT_TRUE(invalid);
+  EXPECT_EQ(invalid->status, 1);
+  EXPECT_EQ(invalid->err, dir + "/30-bad.yaml:5:29: error: label key `tierr` is defined by no "
+                                "workload or inventory entry; the selector can never match\n"
+                                "invalid policy: " + dir + ": 1 error\n");
+}
+
+TEST_F(MicrosegctlTest, PolicyDirectoryWithoutPolicyFilesIsRefusedSayingWhy) {
+  const std::string dir = policy_ + ".d";
+  std::filesystem::create_directory(dir);
+
+  auto run = runCommand({MSEG_MICROSEGCTL, "policy", "validate", dir});
+  std::filesystem::remove_all(dir);
+
+  ASSERT_TRUE(run);
+  EXPECT_EQ(run->status, 1);
+  EXPECT_NE(run->err.find(dir + " holds no policy file (*.yaml or *.yml); an empty policy would "
+                                "drop every rule"),
+            std::string::npos)
+      << run->err;
+}
+
 TEST_F(MicrosegctlTest, OverlongNameIsAnErrorAtItsPlace) {
   auto path = writePolicy("version: 1\nworkloads:\n  - name: " + std::string(60, 'w') +
                           "\n    cgroup: a.service\n");
