@@ -810,6 +810,8 @@ Status Agent::loadAndApplyPolicy(ReloadTrigger trigger, ReloadOutcome::Result& o
   if (*fast) {
     outcome = ReloadOutcome::Result::Applied;
     parsed_policy_ = *next;
+    last_error_.clear();
+    writeStatus();  // the new version enforces already; settling takes longer
   }
   auto settled = compileAndApply(*next, times, *fast ? ApplyKind::Settle : ApplyKind::NewVersion);
   if (!settled && *fast) {
@@ -882,7 +884,8 @@ void Agent::writeStatus(const char* state) const {
   status.pin_dir = config_.pin_dir;
   status.policy_file = config_.policy_path;
   status.policy_version = policy_version_;
-  status.policy_hash = policy_->content_hash;
+  // The parsed policy is the enforcing one as soon as a change is applied, before it settles.
+  status.policy_hash = parsed_policy_ ? parsed_policy_->content_hash : policy_->content_hash;
   status.last_error = last_error_;
   if (auto written = writeStatusFile(config_.state_dir, status); !written) {
     logger("agent")->warn("cannot write the status file, it shows an older state err={}",

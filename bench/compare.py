@@ -453,7 +453,7 @@ class Nft(Variant):
 # ---------------------------------------------------------------------------------------------
 # microseg: one agent for both hosts, attached to the cgroup that holds their processes.
 
-def microseg_policy(size, extra_rule=False):
+def microseg_policy(size):
     """The policy equivalent to `rule_set(size)`: N-3 egress rules of the client and N-3
     ingress rules of the server over N-3 peers, then the three measured rules, each of which
     covers the client's egress and the server's ingress. 2N-3 rules in all."""
@@ -473,9 +473,6 @@ def microseg_policy(size, extra_rule=False):
                      f"protocol: {proto}, ports: [{port}]}}")
         lines.append(f"      - {{name: in-{i}, from: {{peer: p{i}}}, to: {{role: server}}, "
                      f"protocol: {proto}, ports: [{port}]}}")
-    if extra_rule:
-        lines.append("      - {name: extra, from: {role: client}, to: {role: server}, "
-                     "protocol: tcp, ports: [9999]}")
     for proto, port in MEASURED:
         lines.append(f"      - {{name: measured-{proto}-{port}, from: {{role: client}}, "
                      f"to: {{role: server}}, protocol: {proto}, ports: [{port}]}}")
@@ -517,16 +514,20 @@ class Microseg(Variant):
         self.name = "microseg-on" if telemetry else "microseg-off"
         self.agent = None
         self.state = os.path.join(work, "state")
-        self.policy = os.path.join(work, "policy.yaml")
+        # A policy directory: the rules in bench.yaml, and a one-rule change is a new file
+        # dropped beside it, as an operator adds a rule without touching the others.
+        self.policy = os.path.join(work, "policy.d")
         self.log_path = os.path.join(work, "agent.log")
         self.size = 0
         self.sample = {}
 
-    def write_policy(self, text):
-        temporary = self.policy + ".new"
+    def write_policy(self, text, name="bench.yaml"):
+        os.makedirs(self.policy, exist_ok=True)
+        target = os.path.join(self.policy, name)
+        temporary = os.path.join(self.policy, "." + name + ".new")  # ignored: starts with "."
         with open(temporary, "w") as out:
             out.write(text)
-        os.rename(temporary, self.policy)  # the agent reloads a policy file renamed over it
+        os.rename(temporary, target)  # the agent reloads when a policy file is renamed in
 
     def policy_version(self):
         try:
@@ -561,6 +562,7 @@ class Microseg(Variant):
     def start_agent(self):
         subprocess.run([MICROSEGCTL, "uninstall", "--pin-dir", PIN_DIR], capture_output=True)
         shutil.rmtree(self.state, ignore_errors=True)
+        shutil.rmtree(self.policy, ignore_errors=True)
         config = os.path.join(self.work, "agent.yaml")
         with open(config, "w") as out:
             out.write(f"telemetry: {'on' if self.telemetry else 'off'}\n")
@@ -590,7 +592,9 @@ class Microseg(Variant):
     def change_one_rule(self):
         before = self.policy_version()
         started = time.monotonic()
-        self.write_policy(microseg_policy(self.size, extra_rule=True))
+        self.write_policy("version: 1\nsegments:\n  - name: extra\n    rules:\n"
+                          "      - {name: extra, from: {role: client}, to: {role: server}, "
+                          "protocol: tcp, ports: [9999]}\n", name="extra.yaml")
         self.await_version(before)
         took = time.monotonic() - started
         self.sample["change_apply"] = self.last_apply()
