@@ -2,11 +2,13 @@
 # Policy scale: how long the agent takes to apply a policy of 10 to 100,000 rules
 # (bench/gen_policy.py) as one file and as a directory of 100 files, and the example policy,
 # broken down into the stages it logs (read, parse, compile, prepare = bind cgroups and build
-# the bank, kernel = write the bank and flip), in three situations:
+# the bank, kernel = write the bank and flip), in four situations:
 #   start    the agent starts on empty maps and writes a whole bank;
-#   reload   SIGHUP with the file unchanged;
+#   reload   SIGHUP with the files unchanged;
 #   1 rule   one file is edited so that one rule gets another port (picked up by inotify);
-#            for a directory, a file in the middle of it.
+#            for a directory, a file in the middle of it;
+#   all new  every rule gets another port: a whole new policy over the running one (a file
+#            renamed over the old one; a directory as a symlink swapped to a new release).
 # Also the agent's RSS after the start. Prints tables, not a test. Attaches only to its own
 # cgroup under the cgroup v2 mount.
 #
@@ -78,15 +80,16 @@ EOF
   mv "$1.new" "$1"
 }
 
-# measure NAME SOURCE [FILE-TO-EDIT]: SOURCE is a policy file or directory; FILE-TO-EDIT is
-# relative to the directory.
+# measure NAME SOURCE NEXT [FILE-TO-EDIT]: SOURCE and NEXT are policy files or directories
+# (NEXT with every rule changed); FILE-TO-EDIT is relative to the directory.
 measure() {
-  local name=$1 source=$2 edited policy
-  rm -rf "$work/state" "$work/policy.yaml" "$work/policy.d"
+  local name=$1 source=$2 next=$3 edited policy
+  rm -rf "$work/state" "$work/policy.yaml" "$work/policy.d" "$work/release-"*
   if [[ -d $source ]]; then
     policy=$work/policy.d
-    cp -r "$source" "$policy"
-    edited=$policy/$3
+    cp -r "$source" "$work/release-1"
+    ln -s release-1 "$policy"
+    edited=$work/release-1/$4
   else
     policy=$work/policy.yaml
     cp "$source" "$policy"
@@ -107,9 +110,20 @@ measure() {
   sleep 0.5
   edit_one_rule "$edited"
   wait_applied 3
+  sleep 0.5
+  if [[ -d $source ]]; then
+    cp -r "$next" "$work/release-2"
+    ln -s release-2 "$work/policy.new"
+    mv -T "$work/policy.new" "$policy"
+  else
+    cp "$next" "$policy.new"
+    mv "$policy.new" "$policy"
+  fi
+  wait_applied 4
   row "$name" "$rules" start 1
   row "$name" "$rules" reload 2
   row "$name" "$rules" "1 rule" 3
+  row "$name" "$rules" "all new" 4
   rss_rows+=("$(printf '%-16s %8s %10s' "$name" "$rules" "$rss")")
   kill "$agent_pid"
   wait "$agent_pid" 2>/dev/null || true
@@ -122,13 +136,16 @@ row_format='%-10s %7s %-7s %7s %7s %8s %8s %7s %8s | %8s %6s %7s\n'
 # shellcheck disable=SC2059
 printf "$row_format" policy rules when read parse compile prepare kernel total changed diff write
 rss_rows=()
-measure example "$root/examples/erp-crm.yaml"
+sed 's/5432/5433/g' "$root/examples/erp-crm.yaml" >"$work/example-next.yaml"
+measure example "$root/examples/erp-crm.yaml" "$work/example-next.yaml"
 for rules in "${sizes[@]}"; do
   "$root/bench/gen_policy.py" "$rules" >"$work/policy-$rules.yaml"
-  measure synthetic "$work/policy-$rules.yaml"
+  "$root/bench/gen_policy.py" "$rules" --port-base 2048 >"$work/next-$rules.yaml"
+  measure synthetic "$work/policy-$rules.yaml" "$work/next-$rules.yaml"
   if [[ $rules -ge 100 ]]; then
     "$root/bench/gen_policy.py" "$rules" --files 100 "$work/policy-$rules.d"
-    measure "100 files" "$work/policy-$rules.d" rules-0050.yaml
+    "$root/bench/gen_policy.py" "$rules" --files 100 "$work/next-$rules.d" --port-base 2048
+    measure "100 files" "$work/policy-$rules.d" "$work/next-$rules.d" rules-0050.yaml
   fi
 done
 printf '\nagent RSS after start\n\n%-16s %8s %10s\n' policy rules "RSS MiB"
