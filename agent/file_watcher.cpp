@@ -111,8 +111,10 @@ Status FileWatcher::arm() {
     if (wd < 0) {
       // A link pointing into a directory that is gone: the policy fails to load until it is
       // fixed, and fixing it replaces the link, which is watched.
-      logger("agent")->warn("cannot watch a policy link target, its changes need SIGHUP "
-                            "directory={} err={}", directory, std::strerror(errno));
+      logger("agent")->warn(
+          "cannot watch a policy link target, its changes need SIGHUP "
+          "directory={} err={}",
+          directory, std::strerror(errno));
       continue;
     }
     Watch& armed_watch = armed[wd];

@@ -50,8 +50,8 @@ private:
   Event readEvents();
 
   int fd_ = -1;
-  std::string path_;           // absolute, links not resolved
-  std::map<int, Watch> watches_;  // by watch descriptor
+  std::string path_;                        // absolute, links not resolved
+  std::map<int, Watch> watches_;            // by watch descriptor
   std::map<int, std::string> directories_;  // by watch descriptor, for lstat of created names
 };
 

@@ -3,6 +3,7 @@
 // Prints a table; not a test. Writes only into a temporary directory it removes.
 //
 // usage: policy_load_bench [RULES [FILES [RUNS]]]   (default: 100000 100 5)
+#include <fmt/format.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -15,8 +16,6 @@
 #include <functional>
 #include <string>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "mseg/policy/source.hpp"
 
@@ -161,11 +160,12 @@ int main(int argc, char** argv) {
     one_changed.push_back(load(directory_source));
   }
 
-  std::printf("%d rules: one file of %.1f MB, or %d files of %d rules and one of identities; "
-              "median of %d runs, ms (cpu: all threads)\n\n",
-              rules, fs::file_size(single) / 1e6, files, rules_per_file, runs);
-  std::printf("| %-30s | %7s | %8s | %8s | %8s | %6s |\n", "load", "read", "parse", "total",
-              "cpu", "parsed");
+  std::printf(
+      "%d rules: one file of %.1f MB, or %d files of %d rules and one of identities; "
+      "median of %d runs, ms (cpu: all threads)\n\n",
+      rules, fs::file_size(single) / 1e6, files, rules_per_file, runs);
+  std::printf("| %-30s | %7s | %8s | %8s | %8s | %6s |\n", "load", "read", "parse", "total", "cpu",
+              "parsed");
   std::printf("|%s|%s|%s|%s|%s|%s|\n", std::string(32, '-').c_str(), std::string(9, '-').c_str(),
               std::string(10, '-').c_str(), std::string(10, '-').c_str(),
               std::string(10, '-').c_str(), std::string(8, '-').c_str());
@@ -182,9 +182,8 @@ int main(int argc, char** argv) {
   std::vector<double> full_merge_us;
   for (int run = 0; run < std::max(runs, 20); ++run) {
     auto files_now = policy->files;
-    auto changed = mseg::policy::parsePolicyFile(
-        segmentFile(49, rules_per_file, rules, run + 7), (directory / "050-rules.yaml").string(),
-        out);
+    auto changed = mseg::policy::parsePolicyFile(segmentFile(49, rules_per_file, rules, run + 7),
+                                                 (directory / "050-rules.yaml").string(), out);
     files_now[50] = *changed;
     auto start = Clock::now();
     auto merged = mseg::policy::mergePolicyFiles(files_now, directory.string(), out, &*policy);
@@ -199,10 +198,11 @@ int main(int argc, char** argv) {
   }
   std::sort(merge_us.begin(), merge_us.end());
   std::sort(full_merge_us.begin(), full_merge_us.end());
-  std::printf("\nmerge of %zu files, one changed: %.0f us with the previous policy, %.0f us "
-              "checking every rule (median of %zu)\n",
-              policy->files.size(), merge_us[merge_us.size() / 2],
-              full_merge_us[full_merge_us.size() / 2], merge_us.size());
+  std::printf(
+      "\nmerge of %zu files, one changed: %.0f us with the previous policy, %.0f us "
+      "checking every rule (median of %zu)\n",
+      policy->files.size(), merge_us[merge_us.size() / 2], full_merge_us[full_merge_us.size() / 2],
+      merge_us.size());
   fs::remove_all(work);
   return 0;
 }

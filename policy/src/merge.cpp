@@ -1,11 +1,11 @@
 // The merge step of a policy made of several files: one Policy out of the files in load order,
 // and the checks that need more than one file. Checks within one file are the parser's.
+#include <fmt/format.h>
+
 #include <map>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
-
-#include <fmt/format.h>
 
 #include "mseg/policy/policy.hpp"
 
@@ -46,16 +46,19 @@ public:
     for (size_t i = 0; i < files.size(); ++i) {
       const PolicyFile& file = *files[i];
       for (const auto& workload : file.workloads) {
-        checkName(workload_names_, "workload", workload.name, {&workload.source, workload.position, i});
+        checkName(workload_names_, "workload", workload.name,
+                  {&workload.source, workload.position, i});
         policy_.workloads.push_back(workload);
       }
       for (const auto& entry : file.inventory) {
-        checkName(inventory_names_, "inventory entry", entry.name, {&entry.source, entry.position, i});
+        checkName(inventory_names_, "inventory entry", entry.name,
+                  {&entry.source, entry.position, i});
         checkCidrs(entry, i);
         policy_.inventory.push_back(entry);
       }
       for (const auto& segment : file.segments) {
-        checkName(segment_names_, "segment", segment->name, {&segment->source, segment->position, i});
+        checkName(segment_names_, "segment", segment->name,
+                  {&segment->source, segment->position, i});
         policy_.segments.push_back(segment);
       }
     }
@@ -102,10 +105,10 @@ private:
           {cidr.cidr.address, cidr.cidr.prefix_len},
           std::pair(&entry.name, Place{&entry.source, cidr.position, file}));
       if (!inserted) {
-        out_.error(entry.source, cidr.position,
-                   fmt::format("CIDR {} is already listed by inventory entry `{}` at {}",
-                               formatCidr(cidr.cidr), *it->second.first,
-                               it->second.second.toString()));
+        out_.error(
+            entry.source, cidr.position,
+            fmt::format("CIDR {} is already listed by inventory entry `{}` at {}",
+                        formatCidr(cidr.cidr), *it->second.first, it->second.second.toString()));
       }
     }
   }
@@ -154,11 +157,10 @@ private:
       for (const Selector* selector : {&rule.from, &rule.to}) {
         for (const auto& requirement : selector->requirements) {
           if (keys.count(requirement.key) == 0) {
-            out_.error(
-                segment.source, requirement.position,
-                fmt::format(
-                    "label key `{}` is defined by no workload or inventory entry; the selector can never match",
-                    requirement.key));
+            out_.error(segment.source, requirement.position,
+                       fmt::format("label key `{}` is defined by no workload or inventory entry; "
+                                   "the selector can never match",
+                                   requirement.key));
           }
         }
       }

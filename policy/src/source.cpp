@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,8 +16,6 @@
 #include <set>
 #include <system_error>
 #include <thread>
-
-#include <fmt/format.h>
 
 #include "policy_file.hpp"
 
@@ -60,7 +59,8 @@ Result<FileText> readPolicyFile(const std::string& path) {
   if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
     close(fd);
     return Error(EINVAL, fmt::format("{} is not a regular file or a directory (a device or pipe); "
-                                     "give the path of a policy file or directory", path));
+                                     "give the path of a policy file or directory",
+                                     path));
   }
   if (static_cast<uint64_t>(info.st_size) > kMaxPolicyBytes) {
     close(fd);
@@ -86,8 +86,8 @@ Result<FileText> readPolicyFile(const std::string& path) {
     file.text.append(buffer, static_cast<size_t>(n));
     if (file.text.size() > kMaxPolicyBytes) {  // the file grew while we read it
       close(fd);
-      return Error(EFBIG, fmt::format("{} grew past {} MiB while being read", path,
-                                      kMaxPolicyBytes >> 20));
+      return Error(
+          EFBIG, fmt::format("{} grew past {} MiB while being read", path, kMaxPolicyBytes >> 20));
     }
   }
   close(fd);
@@ -244,7 +244,8 @@ Result<Policy> PolicySource::loadDirectory(Diagnostics& out, LoadTimes& times) {
   if (total_bytes > kMaxPolicyBytes) {
     out.error(path_, {},
               fmt::format("the policy files hold {} bytes together; a policy may have at most {} "
-                          "MiB", total_bytes, kMaxPolicyBytes >> 20));
+                          "MiB",
+                          total_bytes, kMaxPolicyBytes >> 20));
   }
   auto parse_start = Clock::now();
   times.read = parse_start - start;
@@ -297,8 +298,8 @@ void PolicySource::parsePending(std::vector<Pending>& pending) {
         item.file = item.known;
         continue;
       }
-      ParsedFile parsed = parsePolicyFileText(item.read.text, item.path, std::move(hash),
-                                              item.diagnostics);
+      ParsedFile parsed =
+          parsePolicyFileText(item.read.text, item.path, std::move(hash), item.diagnostics);
       item.file = std::move(parsed.file);
       item.errors = parsed.errors;
       item.parsed = true;
@@ -306,7 +307,8 @@ void PolicySource::parsePending(std::vector<Pending>& pending) {
     }
   };
 
-  size_t thread_count = std::min<size_t>(order.size(), std::max(1u, std::thread::hardware_concurrency()));
+  size_t thread_count =
+      std::min<size_t>(order.size(), std::max(1u, std::thread::hardware_concurrency()));
   std::vector<std::thread> helpers;
   for (size_t i = 1; i < thread_count; ++i) {
     try {
@@ -352,7 +354,8 @@ Result<std::vector<std::string>> listPolicyDirectory(const std::string& director
   if (names.empty()) {
     return Error::invalid(fmt::format(
         "{} holds no policy file (*.yaml or *.yml); an empty policy would drop every rule, so it "
-        "is refused: add the policy files, or point the policy path at a file", directory));
+        "is refused: add the policy files, or point the policy path at a file",
+        directory));
   }
   if (names.size() > kMaxPolicyFiles) {
     return Error::invalid(fmt::format("{} holds {} policy files; at most {} are supported",
@@ -375,9 +378,9 @@ std::string policyDirectoryPath(const std::string& directory, const std::string&
   return joinPath(directory, name);
 }
 
-Result<Policy> parsePolicyDirectoryTexts(const std::string& directory,
-                                         const std::vector<std::pair<std::string, std::string>>& files,
-                                         Diagnostics& out) {
+Result<Policy> parsePolicyDirectoryTexts(
+    const std::string& directory, const std::vector<std::pair<std::string, std::string>>& files,
+    Diagnostics& out) {
   size_t errors_before = out.errorCount();
   std::vector<std::shared_ptr<const PolicyFile>> parsed;
   std::vector<std::string> names;

@@ -3,14 +3,13 @@
 // causes it, so each check reads what is pending right after the change, without waiting.
 #include "file_watcher.hpp"
 
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <string>
-
-#include <gtest/gtest.h>
 
 namespace mseg::agent {
 namespace {

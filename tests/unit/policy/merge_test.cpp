@@ -156,8 +156,9 @@ TEST_F(PolicyMergeTest, KeepsFileOrderAndSharesTheParsedSegments) {
 TEST_F(PolicyMergeTest, NamesTheFileOfEachRuleAndWarning) {
   Files files = {file("d/10-workloads.yaml", kWorkloads), file("d/20-inventory.yaml", kInventory),
                  file("d/30-shop.yaml", kShop),
-                 file("d/50-unused.yaml", "version: 1\nsegments:\n  - name: unused\n    rules:\n"
-                                          "      - {name: nothing, from: {zone: office}, to: world}\n")};
+                 file("d/50-unused.yaml",
+                      "version: 1\nsegments:\n  - name: unused\n    rules:\n"
+                      "      - {name: nothing, from: {zone: office}, to: world}\n")};
   auto merged = mergePolicyFiles(files, "d", out_);
   ASSERT_TRUE(merged.ok()) << out_.format();
 
@@ -184,8 +185,9 @@ TEST_F(PolicyMergeTest, ReportsAWorkloadDefinedInTwoFilesAtBothPlaces) {
 }
 
 TEST_F(PolicyMergeTest, ReportsAnInventoryEntryDefinedInTwoFilesAtBothPlaces) {
-  Files files = {file("d/a.yaml", kInventory),
-                 file("d/b.yaml", "version: 1\ninventory:\n  - {name: office, cidrs: [198.18.1.0/24]}\n")};
+  Files files = {
+      file("d/a.yaml", kInventory),
+      file("d/b.yaml", "version: 1\ninventory:\n  - {name: office, cidrs: [198.18.1.0/24]}\n")};
 
   auto merged = mergePolicyFiles(files, "d", out_);
 
@@ -207,8 +209,9 @@ TEST_F(PolicyMergeTest, ReportsASegmentDefinedInTwoFilesAtBothPlaces) {
 
 TEST_F(PolicyMergeTest, ReportsACidrListedInTwoFilesAtBothPlaces) {
   Files files = {file("d/a.yaml", kInventory),
-                 file("d/b.yaml", "version: 1\ninventory:\n"
-                                  "  - name: pg\n    cidrs: [198.18.0.1, 198.18.0.20/32]\n")};
+                 file("d/b.yaml",
+                      "version: 1\ninventory:\n"
+                      "  - name: pg\n    cidrs: [198.18.0.1, 198.18.0.20/32]\n")};
 
   auto merged = mergePolicyFiles(files, "d", out_);
 
@@ -259,8 +262,9 @@ TEST_F(PolicyMergeTest, ChecksAChangedFileAgainstKeysOfUnchangedOnes) {
   Files files = shopFiles();
   auto previous = mergePolicyFiles(files, "d", out_);
   ASSERT_TRUE(previous.ok()) << out_.format();
-  files[3] = file("d/40-admin.yaml", "version: 1\nsegments:\n  - name: admin\n    rules:\n"
-                                     "      - {name: typo, from: {zonee: office}, to: any}\n");
+  files[3] = file("d/40-admin.yaml",
+                  "version: 1\nsegments:\n  - name: admin\n    rules:\n"
+                  "      - {name: typo, from: {zonee: office}, to: any}\n");
 
   auto merged = mergePolicyFiles(files, "d", out_, &*previous);
 

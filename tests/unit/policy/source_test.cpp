@@ -2,6 +2,8 @@
 // that a reload reads and parses only what changed.
 #include "mseg/policy/source.hpp"
 
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,9 +13,6 @@
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "mseg/policy/compiler.hpp"
 
@@ -103,16 +102,17 @@ protected:
 TEST_F(PolicySourceTest, CompilesADirectoryLikeTheSameRulesInOneFile) {
   writeShop();
   std::string one = dir_ + "-one.yaml";
-  std::ofstream(one) << "version: 1\n"
-                        "workloads:\n  - {name: web, cgroup: web.service, labels: {tier: web}}\n"
-                        "  - {name: db, cgroup: db.service, labels: {tier: db}}\n"
-                        "inventory:\n  - {name: db-hosts, cidrs: [198.18.0.20], labels: {tier: db}}\n"
-                        "segments:\n  - name: shop\n    rules:\n"
-                        "      - {name: web-to-db, from: {tier: web}, to: {tier: db}, protocol: tcp, "
-                        "ports: [5432]}\n"
-                        "  - name: admin\n    rules:\n"
-                        "      - {name: ssh, from: {tier: web}, to: {tier: db}, protocol: tcp, "
-                        "ports: [22]}\n";
+  std::ofstream(one)
+      << "version: 1\n"
+         "workloads:\n  - {name: web, cgroup: web.service, labels: {tier: web}}\n"
+         "  - {name: db, cgroup: db.service, labels: {tier: db}}\n"
+         "inventory:\n  - {name: db-hosts, cidrs: [198.18.0.20], labels: {tier: db}}\n"
+         "segments:\n  - name: shop\n    rules:\n"
+         "      - {name: web-to-db, from: {tier: web}, to: {tier: db}, protocol: tcp, "
+         "ports: [5432]}\n"
+         "  - name: admin\n    rules:\n"
+         "      - {name: ssh, from: {tier: web}, to: {tier: db}, protocol: tcp, "
+         "ports: [22]}\n";
 
   auto from_dir = loadPolicyFile(dir_, out_);
   auto from_file = loadPolicyFile(one, out_);
@@ -125,10 +125,10 @@ TEST_F(PolicySourceTest, CompilesADirectoryLikeTheSameRulesInOneFile) {
   for (size_t i = 0; i < from_file->entries.size(); ++i) {
     const VerdictEntry& a = from_dir->entries[i];
     const VerdictEntry& b = from_file->entries[i];
-    EXPECT_EQ(std::tie(a.direction, a.workload_id, a.peer_id, a.protocol, a.port,
-                       a.port_prefix_len, a.verdict, a.rule_index),
-              std::tie(b.direction, b.workload_id, b.peer_id, b.protocol, b.port,
-                       b.port_prefix_len, b.verdict, b.rule_index));
+    EXPECT_EQ(std::tie(a.direction, a.workload_id, a.peer_id, a.protocol, a.port, a.port_prefix_len,
+                       a.verdict, a.rule_index),
+              std::tie(b.direction, b.workload_id, b.peer_id, b.protocol, b.port, b.port_prefix_len,
+                       b.verdict, b.rule_index));
   }
   EXPECT_EQ(from_dir->rules[1].where, path("40-admin.yaml") + ":5:9");
   EXPECT_EQ(from_dir->source_name, dir_);
@@ -216,7 +216,8 @@ TEST_F(PolicySourceTest, ReportsAProblemAcrossFilesAtBothPlaces) {
   ASSERT_FALSE(policy.ok());
   EXPECT_THAT(problems(), ElementsAre(path("50-more.yaml") +
                                       ":3:5: error: duplicate segment name `shop`; it is first "
-                                      "defined at " + path("30-shop.yaml") + ":3:5"));
+                                      "defined at " +
+                                      path("30-shop.yaml") + ":3:5"));
 }
 
 TEST_F(PolicySourceTest, NeitherReadsNorParsesUnchangedFiles) {
@@ -339,7 +340,8 @@ TEST_F(PolicySourceTest, HashesTheDirectoryAsTheDocumentedCommandDoes) {
 }
 
 TEST_F(PolicySourceTest, ReloadsASingleFileOnlyWhenItChanged) {
-  write("policy.yaml", std::string(kWorkloads) + "inventory:\n  - {name: h, cidrs: [198.18.0.1]}\n");
+  write("policy.yaml",
+        std::string(kWorkloads) + "inventory:\n  - {name: h, cidrs: [198.18.0.1]}\n");
   PolicySource file(path("policy.yaml"), std::chrono::nanoseconds(0));
   auto first = file.load(out_);
   ASSERT_TRUE(first.ok()) << out_.format();

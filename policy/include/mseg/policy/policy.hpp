@@ -139,8 +139,9 @@ Result<std::shared_ptr<const PolicyFile>> parsePolicyFile(std::string_view text,
 // (reported at the later place, naming the first as file:line:column), and selector label keys
 // that no workload or inventory entry of any file defines. `content_hash` is left empty for the
 // caller. With `previous` (an earlier result of this function; only its `files` are read)
-// whose label keys are all still defined, segments that `previous` holds too are not checked again, so a merge after a change
-// to one file costs in proportion to that file and the number of segments, not of rules.
+// whose label keys are all still defined, the segments of files that `previous` holds too are
+// not checked again, so a merge after a change to one file costs in proportion to that file
+// and the number of segments, not of rules.
 // Fails (EINVAL, "N errors") after reporting to `out`. Thread-safe for distinct arguments.
 Result<Policy> mergePolicyFiles(const std::vector<std::shared_ptr<const PolicyFile>>& files,
                                 std::string_view source_name, Diagnostics& out,

@@ -59,7 +59,8 @@ inline constexpr std::chrono::nanoseconds kDefaultRacyWindow = std::chrono::mill
 // Not thread-safe: one caller loads at a time. Parsing itself runs on several threads.
 class PolicySource {
 public:
-  explicit PolicySource(std::string path, std::chrono::nanoseconds racy_window = kDefaultRacyWindow);
+  explicit PolicySource(std::string path,
+                        std::chrono::nanoseconds racy_window = kDefaultRacyWindow);
 
   const std::string& path() const { return path_; }
 
