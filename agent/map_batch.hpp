@@ -78,20 +78,20 @@ inline Result<std::vector<uint64_t>> sumPerCpuCounters(int fd, uint32_t last) {
   }
   std::vector<uint64_t> totals(static_cast<size_t>(last) + 1);
   const size_t cpus = *value_bytes / sizeof(uint64_t);
-  auto read = lookupBatched<uint32_t>(fd, *value_bytes, [&](const uint32_t& key,
-                                                            const uint8_t* value) {
-    if (key > last) {
-      return false;
-    }
-    uint64_t sum = 0;
-    for (size_t cpu = 0; cpu < cpus; cpu++) {
-      uint64_t count = 0;
-      std::memcpy(&count, value + cpu * sizeof(uint64_t), sizeof(count));
-      sum += count;
-    }
-    totals[key] = sum;
-    return true;
-  });
+  auto read =
+      lookupBatched<uint32_t>(fd, *value_bytes, [&](const uint32_t& key, const uint8_t* value) {
+        if (key > last) {
+          return false;
+        }
+        uint64_t sum = 0;
+        for (size_t cpu = 0; cpu < cpus; cpu++) {
+          uint64_t count = 0;
+          std::memcpy(&count, value + cpu * sizeof(uint64_t), sizeof(count));
+          sum += count;
+        }
+        totals[key] = sum;
+        return true;
+      });
   if (!read) {
     return read.error().wrap("read per-CPU counters");
   }
