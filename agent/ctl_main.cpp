@@ -94,9 +94,15 @@ struct Grammar {
   size_t positional = 0;
 };
 
+// Messages may quote what others control (a cgroup's name, a policy's text): printable only.
+int fail(const mseg::Error& error) {
+  std::fprintf(stderr, "microsegctl: %s\n", ctl::printable(error.message(), true).c_str());
+  return kExitFailure;
+}
+
 int usageError(const Grammar& grammar, const std::string& problem) {
-  std::fprintf(stderr, "microsegctl: %s\nusage: microsegctl %s\n", problem.c_str(),
-               grammar.usage.c_str());
+  std::fprintf(stderr, "microsegctl: %s\nusage: microsegctl %s\n",
+               ctl::printable(problem).c_str(), grammar.usage.c_str());
   return kExitUsage;
 }
 
@@ -152,7 +158,7 @@ std::optional<Arguments> parse(const std::vector<std::string>& args, size_t from
     }
     auto loaded = mseg::agent::loadConfigFile(parsed.value("--config"), parsed.config);
     if (!loaded) {
-      std::fprintf(stderr, "microsegctl: %s\n", loaded.error().message().c_str());
+      fail(loaded.error());
       return std::nullopt;
     }
   }
@@ -167,11 +173,6 @@ std::optional<uint32_t> parseNumber(const std::string& text, uint32_t max) {
   }
   uint64_t value = std::stoull(text);
   return value <= max ? std::optional<uint32_t>(static_cast<uint32_t>(value)) : std::nullopt;
-}
-
-int fail(const mseg::Error& error) {
-  std::fprintf(stderr, "microsegctl: %s\n", error.message().c_str());
-  return kExitFailure;
 }
 
 void printJson(const nlohmann::ordered_json& value) { std::printf("%s\n", value.dump(2).c_str()); }
@@ -230,15 +231,16 @@ int validatePolicy(const Arguments& args) {
   }
 
   if (!diagnostics.all().empty()) {
-    std::fputs(diagnostics.format().c_str(), stderr);
+    std::fputs(ctl::printable(diagnostics.format(), true).c_str(), stderr);
   }
   if (!compiled) {
     // The diagnostics above name the file; the summary only says what became of it.
-    std::fprintf(stderr, "invalid policy: %s\n", compiled.error().message().c_str());
+    std::fprintf(stderr, "invalid policy: %s\n",
+                 ctl::printable(compiled.error().message(), true).c_str());
     return kExitFailure;
   }
   std::printf("%s: valid: %zu workloads, %zu inventory entries, %zu rules, %zu verdict entries\n",
-              path.c_str(), compiled->workloads.size(), compiled->peers.size(),
+              ctl::printable(path).c_str(), compiled->workloads.size(), compiled->peers.size(),
               compiled->rules.size(), compiled->entries.size());
   return kExitOk;
 }
@@ -255,7 +257,7 @@ void describeLastAgent(const std::string& state_dir) {
     std::fprintf(stderr,
                  "microsegctl: %s names microsegd pid %d, which runs: give its control socket "
                  "with --socket or --config\n",
-                 file.c_str(), last->pid);
+                 ctl::printable(file).c_str(), last->pid);
     return;
   }
   const char* how = last->state == "stopped" ? "it stopped" : "it was killed or crashed";
@@ -267,7 +269,8 @@ void describeLastAgent(const std::string& state_dir) {
                             last->policy_hash.substr(0, 12), last->cgroup);
   }
   std::fprintf(stderr, "microsegctl: microsegd pid %d, which wrote %s, is not running (%s); %s\n",
-               last->pid, file.c_str(), how, enforcing.c_str());
+               last->pid, ctl::printable(file).c_str(), how,
+               ctl::printable(enforcing).c_str());
 }
 
 int showStatus(const Arguments& args) {
@@ -347,12 +350,15 @@ int diffPolicy(const Arguments& args) {
     return !diff->valid() || changed ? kExitFailure : kExitOk;
   }
   for (const auto& diagnostic : diff->diagnostics()) {
-    std::fprintf(stderr, "%s:%u:%u: %s: %s\n", diagnostic.file().c_str(), diagnostic.line(),
-                 diagnostic.column(), diagnostic.severity().c_str(), diagnostic.message().c_str());
+    std::fprintf(stderr, "%s\n",
+                 ctl::printable(fmt::format("{}:{}:{}: {}: {}", diagnostic.file(),
+                                            diagnostic.line(), diagnostic.column(),
+                                            diagnostic.severity(), diagnostic.message()))
+                     .c_str());
   }
   if (!diff->valid()) {
     std::fprintf(stderr, "invalid policy: %s was not compared with the running policy\n",
-                 path.c_str());
+                 ctl::printable(path).c_str());
     return kExitFailure;
   }
   std::fputs(ctl::renderDiff(*diff, path).c_str(), stdout);
@@ -452,32 +458,34 @@ int showCounters(const std::string& pin_dir) {
   if (!counters) {
     return fail(counters.error());
   }
-  fmt::print("policy version {}\n\n{:<44} {:<8} {:>12}\n", counters->policy_version, "RULE",
-             "VERDICT", "HITS");
+  ctl::Table rules({"RULE", "VERDICT", "HITS"});
   for (const auto& [id, rule] : counters->rule_names) {
     auto hits = counters->rule_hits.find(id);
-    fmt::print("{:<44} {:<8} {:>12}\n", rule.name, verdictName(rule.verdict),
-               hits == counters->rule_hits.end() ? 0 : hits->second);
+    rules.add({rule.name, verdictName(rule.verdict),
+               std::to_string(hits == counters->rule_hits.end() ? 0 : hits->second)});
   }
-  fmt::print("\n{:<44} {:>21}\n", "DATAPATH REASON", "COUNT");
+  ctl::Table reasons({"DATAPATH REASON", "COUNT"});
   for (size_t reason = 0; reason < counters->reasons.size(); reason++) {
     if (const char* name = reasonName(reason)) {
-      fmt::print("{:<44} {:>21}\n", name, counters->reasons[reason]);
+      reasons.add({name, std::to_string(counters->reasons[reason])});
     }
   }
+  fmt::print("policy version {}\n\n{}\n{}", counters->policy_version, rules.render(),
+             reasons.render());
   return kExitOk;
 }
 
 int uninstall(const std::string& pin_dir) {
   auto removed = mseg::agent::uninstallDatapath(pin_dir);
   if (!removed && removed.error().code() == ENOENT) {
-    std::printf("%s\n", removed.error().message().c_str());
+    std::printf("%s\n", ctl::printable(removed.error().message()).c_str());
     return kExitOk;
   }
   if (!removed) {
     return fail(removed.error());
   }
-  std::printf("removed %s: microseg programs detached, maps unpinned\n", pin_dir.c_str());
+  std::printf("removed %s: microseg programs detached, maps unpinned\n",
+              ctl::printable(pin_dir).c_str());
   return kExitOk;
 }
 
@@ -556,6 +564,6 @@ int main(int argc, char** argv) {
     return command == "counters" ? showCounters(parsed->pinDir()) : uninstall(parsed->pinDir());
   }
   std::fprintf(stderr, "microsegctl: unknown command `%s`; see `microsegctl help`\n",
-               command.c_str());
+               ctl::printable(command).c_str());
   return kExitUsage;
 }

@@ -18,41 +18,20 @@ namespace {
 namespace pb = google::protobuf;
 namespace tv1 = microseg::telemetry::v1;
 
+// Flows print one line at a time as they come, so their columns have fixed widths.
+const std::vector<size_t> kFlowColumnWidths = {12, 6, 7, 16, 9, 34, 12, 32};
+// `policy trace` prints "verdict    deny": labels in a column this wide.
+constexpr size_t kTraceLabelWidth = 9;
+
 // Status shows every rule up to this many; past it, the busiest ones (`counters` lists all).
 constexpr int kStatusRulesShown = 30;
 
-// Columns padded to the widest cell; the last column is not padded.
-class Table {
-public:
-  explicit Table(std::vector<std::string> header) { rows_.push_back(std::move(header)); }
-  void add(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
-  size_t size() const { return rows_.size() - 1; }
-
-  std::string render(const std::string& indent = "") const {
-    std::vector<size_t> widths;
-    for (const auto& row : rows_) {
-      widths.resize(std::max(widths.size(), row.size()), 0);
-      for (size_t i = 0; i < row.size(); i++) {
-        widths[i] = std::max(widths[i], row[i].size());
-      }
-    }
-    std::string text;
-    for (const auto& row : rows_) {
-      std::string line = indent;
-      for (size_t i = 0; i < row.size(); i++) {
-        line += i + 1 < row.size() ? fmt::format("{:<{}}  ", row[i], widths[i]) : row[i];
-      }
-      while (!line.empty() && line.back() == ' ') {
-        line.pop_back();
-      }
-      text += line + "\n";
-    }
-    return text;
-  }
-
-private:
-  std::vector<std::vector<std::string>> rows_;
-};
+// One line of text that is no table, made printable like a table's cells.
+std::string line(const std::string& text) {
+  Table one;
+  one.add({text});
+  return one.render();
+}
 
 std::string localTime(uint64_t unix_nano, const char* format) {
   if (unix_nano == 0) {
@@ -313,6 +292,121 @@ std::string exporterText(const cv1::ExporterState& exporter) {
 
 }  // namespace
 
+namespace {
+
+// The length of the UTF-8 sequence at text[at] and its code point; 0 when it is not valid
+// UTF-8 (a stray continuation byte, an overlong form, a surrogate, past U+10FFFF, cut short).
+size_t decodeUtf8(std::string_view text, size_t at, char32_t& code_point) {
+  const auto byte = [&](size_t i) { return static_cast<unsigned char>(text[at + i]); };
+  const unsigned char lead = byte(0);
+  size_t length = 0;
+  unsigned char low = 0x80;  // the range of the second byte, narrower after some lead bytes
+  unsigned char high = 0xbf;
+  if (lead >= 0xc2 && lead <= 0xdf) {
+    length = 2;
+    code_point = lead & 0x1f;
+  } else if (lead >= 0xe0 && lead <= 0xef) {
+    length = 3;
+    code_point = lead & 0x0f;
+    low = lead == 0xe0 ? 0xa0 : 0x80;
+    high = lead == 0xed ? 0x9f : 0xbf;
+  } else if (lead >= 0xf0 && lead <= 0xf4) {
+    length = 4;
+    code_point = lead & 0x07;
+    low = lead == 0xf0 ? 0x90 : 0x80;
+    high = lead == 0xf4 ? 0x8f : 0xbf;
+  } else {
+    return 0;
+  }
+  if (at + length > text.size() || byte(1) < low || byte(1) > high) {
+    return 0;
+  }
+  for (size_t i = 1; i < length; i++) {
+    if ((byte(i) & 0xc0) != 0x80) {
+      return 0;
+    }
+    code_point = (code_point << 6) | (byte(i) & 0x3f);
+  }
+  return length;
+}
+
+// C1 controls (U+009B is CSI, like ESC [) and characters that print nothing but change what
+// the text around them looks like: zero-width characters, bidirectional embeddings, overrides
+// and isolates, the byte order mark, tag characters.
+bool invisible(char32_t c) {
+  return (c >= 0x80 && c <= 0x9f) || c == 0x061c || c == 0x180e || (c >= 0x200b && c <= 0x200f) ||
+         (c >= 0x2028 && c <= 0x202e) || (c >= 0x2060 && c <= 0x206f) || c == 0xfeff ||
+         (c >= 0xfff9 && c <= 0xfffb) || (c >= 0xe0000 && c <= 0xe007f);
+}
+
+void appendEscaped(std::string& out, std::string_view bytes) {
+  for (unsigned char c : bytes) {
+    out += fmt::format("\\x{:02x}", c);
+  }
+}
+
+}  // namespace
+
+std::string printable(std::string_view text, bool keep_newlines) {
+  std::string out;
+  out.reserve(text.size());
+  for (size_t at = 0; at < text.size();) {
+    const auto c = static_cast<unsigned char>(text[at]);
+    if (c < 0x80) {
+      if ((c < 0x20 && !(c == '\n' && keep_newlines)) || c == 0x7f) {
+        appendEscaped(out, text.substr(at, 1));
+      } else {
+        out += static_cast<char>(c);
+      }
+      at += 1;
+      continue;
+    }
+    char32_t code_point = 0;
+    const size_t length = decodeUtf8(text, at, code_point);
+    if (length == 0) {
+      appendEscaped(out, text.substr(at, 1));
+      at += 1;
+      continue;
+    }
+    if (invisible(code_point)) {
+      appendEscaped(out, text.substr(at, length));
+    } else {
+      out += text.substr(at, length);
+    }
+    at += length;
+  }
+  return out;
+}
+
+void Table::add(std::vector<std::string> row) {
+  for (auto& cell : row) {
+    cell = printable(cell);
+  }
+  rows_.push_back(std::move(row));
+}
+
+std::string Table::render(const std::vector<size_t>& min_widths) const {
+  std::vector<size_t> widths = min_widths;
+  for (const auto& row : rows_) {
+    widths.resize(std::max(widths.size(), row.size()), 0);
+    for (size_t i = 0; i < row.size(); i++) {
+      widths[i] = std::max(widths[i], row[i].size());
+    }
+  }
+  std::string text;
+  for (const auto& row : rows_) {
+    std::string cells;
+    for (size_t i = 0; i < row.size(); i++) {
+      cells += i + 1 < row.size() ? fmt::format("{:<{}}  ", row[i], widths[i]) : row[i];
+    }
+    while (!cells.empty() && cells.back() == ' ') {
+      cells.pop_back();
+    }
+    text += cells + "\n";
+  }
+  return text;
+}
+
 nlohmann::ordered_json toJson(const pb::Message& message) {
   nlohmann::ordered_json object = nlohmann::ordered_json::object();
   const pb::Descriptor* type = message.GetDescriptor();
@@ -353,29 +447,30 @@ std::string addressText(const std::string& bytes) {
 }
 
 std::string renderStatus(const cv1::AgentStatus& status) {
-  std::string text;
-  text += fmt::format("agent          microsegd {} (pid {}, started {})\n", status.agent_version(),
-                      status.pid(), dateTime(status.started_unix_nano()));
-  text += fmt::format("attach cgroup  {}\n", status.attach_cgroup());
-  text += fmt::format("pin dir        {}\n", status.pin_dir());
-  text += fmt::format("policy         {}\n", status.policy_file());
-  text += fmt::format("               version {}, sha256 {}, {} rules, {} workload cgroups\n",
-                      status.policy_version(), shortHash(status.policy_hash()),
-                      status.rule_count(), status.workload_cgroups());
+  // The labels' column is padded like every table's.
+  Table about;
+  about.add({"agent", fmt::format("microsegd {} (pid {}, started {})", status.agent_version(),
+                                  status.pid(), dateTime(status.started_unix_nano()))});
+  about.add({"attach cgroup", status.attach_cgroup()});
+  about.add({"pin dir", status.pin_dir()});
+  about.add({"policy", status.policy_file()});
+  about.add({"", fmt::format("version {}, sha256 {}, {} rules, {} workload cgroups",
+                             status.policy_version(), shortHash(status.policy_hash()),
+                             status.rule_count(), status.workload_cgroups())});
   if (status.has_last_reload()) {
     const auto& reload = status.last_reload();
-    text += fmt::format("last reload    {} at {}", reload.result(),
-                        dateTime(reload.time_unix_nano()));
+    std::string outcome =
+        fmt::format("{} at {}", reload.result(), dateTime(reload.time_unix_nano()));
     if (reload.result() != "applied") {
-      text += fmt::format(": version {} keeps enforcing", status.policy_version());
+      outcome += fmt::format(": version {} keeps enforcing", status.policy_version());
     }
-    text += "\n";
+    about.add({"last reload", outcome});
   }
-  text += fmt::format("last error     {}\n",
-                      status.last_error().empty()
-                          ? "none"
-                          : dateTime(status.last_error_unix_nano()) + ": " + status.last_error());
-  text += fmt::format("exporter       {}\n", exporterText(status.exporter()));
+  about.add({"last error", status.last_error().empty() ? "none"
+                                                       : dateTime(status.last_error_unix_nano()) +
+                                                             ": " + status.last_error()});
+  about.add({"exporter", exporterText(status.exporter())});
+  std::string text = about.render();
 
   Table segments({"SEGMENT", "MODE", "RULES"});
   for (const auto& segment : status.segments()) {
@@ -383,7 +478,7 @@ std::string renderStatus(const cv1::AgentStatus& status) {
   }
   text += "\n" + segments.render();
   if (!status.counters_error().empty()) {
-    text += "\ncounters unavailable: " + status.counters_error() + "\n";
+    text += "\n" + line("counters unavailable: " + status.counters_error());
     return text;
   }
   appendRuleCounters(status, text);
@@ -392,9 +487,9 @@ std::string renderStatus(const cv1::AgentStatus& status) {
 }
 
 std::string renderDiff(const cv1::PolicyDiff& diff, const std::string& file) {
-  std::string text = fmt::format("running policy version {} (sha256 {}) -> {} (sha256 {})\n",
-                                 diff.running_version(), shortHash(diff.running_hash()), file,
-                                 shortHash(diff.new_hash()));
+  std::string text = line(fmt::format("running policy version {} (sha256 {}) -> {} (sha256 {})",
+                                      diff.running_version(), shortHash(diff.running_hash()),
+                                      file, shortHash(diff.new_hash())));
   if (diff.rules_size() == 0 && diff.paths_size() == 0) {
     return text + "no changes: both enforce the same verdicts\n";
   }
@@ -444,27 +539,27 @@ std::string renderDiff(const cv1::PolicyDiff& diff, const std::string& file) {
 }
 
 std::string renderTrace(const cv1::Trace& trace) {
-  std::string text;
-  text += fmt::format("verdict    {}\n", trace.verdict());
+  Table text;
+  text.add({"verdict", trace.verdict()});
   if (!trace.rule().empty()) {
-    text += fmt::format("rule       {}{}\n", trace.rule(),
-                        trace.rule_location().empty() ? "" : " (" + trace.rule_location() + ")");
+    text.add({"rule", trace.rule() + (trace.rule_location().empty()
+                                          ? ""
+                                          : " (" + trace.rule_location() + ")")});
   }
-  text += fmt::format("why        {}\n", trace.explanation());
+  text.add({"why", trace.explanation()});
   const bool egress = trace.direction() == "egress";
   const std::string workload = trace.workload();
   const std::string peer = trace.address() + " (" + trace.peer() + ")";
   const std::string traffic = trace.protocol() == "tcp" || trace.protocol() == "udp"
                                   ? fmt::format("{}/{}", trace.protocol(), trace.port())
                                   : fmt::format("{} type {}", trace.protocol(), trace.port());
-  text += fmt::format("path       {} -> {}, {} {}\n", egress ? workload : peer,
-                      egress ? peer : workload, trace.direction(), traffic);
-  text += fmt::format("cgroups    {}\n", trace.workload_cgroups_size() == 0
-                                           ? "none on this host"
-                                           : fmt::format("{}", fmt::join(trace.workload_cgroups(),
-                                                                         ", ")));
-  text += fmt::format("policy     version {}\n", trace.policy_version());
-  return text;
+  text.add({"path", fmt::format("{} -> {}, {} {}", egress ? workload : peer,
+                                egress ? peer : workload, trace.direction(), traffic)});
+  text.add({"cgroups", trace.workload_cgroups_size() == 0
+                           ? "none on this host"
+                           : fmt::format("{}", fmt::join(trace.workload_cgroups(), ", "))});
+  text.add({"policy", fmt::format("version {}", trace.policy_version())});
+  return text.render({kTraceLabelWidth});
 }
 
 std::string renderWorkloads(const cv1::WorkloadList& list) {
@@ -501,7 +596,7 @@ std::string renderWorkloads(const cv1::WorkloadList& list) {
                   labelsText(workload.labels()), workload.egress(), workload.ingress()});
   }
 
-  std::string text = "attach cgroup " + list.attach_cgroup() + "\n\n" + selected.render();
+  std::string text = line("attach cgroup " + list.attach_cgroup()) + "\n" + selected.render();
   if (inherited) {
     text += "* from a parent cgroup: the kernel gives a cgroup its nearest selected ancestor's "
             "workload\n";
@@ -516,23 +611,23 @@ std::string renderWorkloads(const cv1::WorkloadList& list) {
                      users(*workload)});
     }
   }
-  if (elsewhere.size() > 0) {
+  if (elsewhere.rows() > 1) {
     text += "\n" + elsewhere.render();
   }
-  text += "\nCGROUPS NO WORKLOAD SELECTS (their traffic is not judged)\n";
+  Table nothing_selects({"CGROUPS NO WORKLOAD SELECTS (their traffic is not judged)"});
   for (const auto& path : unselected) {
-    text += path + "\n";
+    nothing_selects.add({path});
   }
   if (unselected.empty()) {
-    text += "(none)\n";
+    nothing_selects.add({"(none)"});
   }
-  return text;
+  return text + "\n" + nothing_selects.render();
 }
 
 std::string flowHeader() {
-  return fmt::format("{:<12}  {:<6}  {:<7}  {:<16}  {:<9}  {:<34}  {:<12}  {:<32}  {}\n", "TIME",
-                     "EVENT", "VERDICT", "WORKLOAD", "DIRECTION", "PEER", "TRAFFIC", "RULE",
-                     "DETAIL");
+  Table header({"TIME", "EVENT", "VERDICT", "WORKLOAD", "DIRECTION", "PEER", "TRAFFIC", "RULE",
+                "DETAIL"});
+  return header.render(kFlowColumnWidths);
 }
 
 std::string renderFlow(const FlowRecord& record) {
@@ -569,11 +664,11 @@ std::string renderFlow(const FlowRecord& record) {
                            fmt::format(".{:03}", record.time_unix_nano() / 1000000 % 1000);
   const std::string workload =
       record.workload().name().empty() ? "(unmanaged)" : record.workload().name();
-  return fmt::format("{:<12}  {:<6}  {:<7}  {:<16}  {:<9}  {:<34}  {:<12}  {:<32}  {}\n", time,
-                     enumWord(tv1::FlowEvent_descriptor()->FindValueByNumber(record.event())),
-                     enumWord(tv1::Verdict_descriptor()->FindValueByNumber(record.verdict())),
-                     workload, egress ? "egress" : "ingress", peer, traffic, record.rule(),
-                     detail);
+  Table row;
+  row.add({time, enumWord(tv1::FlowEvent_descriptor()->FindValueByNumber(record.event())),
+           enumWord(tv1::Verdict_descriptor()->FindValueByNumber(record.verdict())), workload,
+           egress ? "egress" : "ingress", peer, traffic, record.rule(), detail});
+  return row.render(kFlowColumnWidths);
 }
 
 }  // namespace mseg::ctl

@@ -1,6 +1,7 @@
 // microsegctl against a running microsegd: every command that asks the agent, as an operator
 // runs it, with what it prints and its exit code, while the agent enforces between two hosts.
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -326,6 +327,40 @@ TEST_F(ControlPrivilegedTest, WorkloadsShowsSelectedInheritedAndUnselectedCgroup
   EXPECT_EQ(cgroups["client.service/worker"], std::make_pair(std::string("client"), true));
   EXPECT_EQ(cgroups["server.service"], std::make_pair(std::string("server"), false));
   EXPECT_EQ(cgroups["other.scope"], std::make_pair(std::string(""), false));
+}
+
+// A workload chooses its command name (prctl) and, where cgroups are delegated, its cgroup's
+// name: neither may reach the operator's terminal as a control sequence.
+TEST_F(ControlPrivilegedTest, TablesShowNamesAWorkloadChoseAsEscapedText) {
+  serveTcp(7001);
+  const std::string evil_cgroup = "other.scope/evil\x1b[31mRED\x1b[0m\rfake.service";
+  ASSERT_TRUE(cgroup_->createChild(evil_cgroup));
+  startAgent();
+  ASSERT_EQ(*runIn(client(), [] {
+    prctl(PR_SET_NAME, "\x1b[2J\x1b[31mX\r", 0, 0, 0);
+    return tcpConnect(kServer4, 7001, kQuick);
+  }), 0);
+  CommandResult flows;
+  ASSERT_TRUE(pollUntil(10s, [&] {
+    flows = ctl({"flows", "--verdict", "allowed"});
+    return flows.out.find("pid ") != std::string::npos;
+  })) << flows.out << flows.err;
+
+  auto workloads = ctl({"workloads"});
+
+  EXPECT_EQ(workloads.out.find('\x1b'), std::string::npos) << workloads.out;
+  EXPECT_EQ(workloads.out.find('\r'), std::string::npos) << workloads.out;
+  EXPECT_NE(workloads.out.find("\nother.scope/evil\\x1b[31mRED\\x1b[0m\\x0dfake.service\n"),
+            std::string::npos) << workloads.out;
+  EXPECT_EQ(flows.out.find('\x1b'), std::string::npos) << flows.out;
+  EXPECT_TRUE(hasLine(flows.out, {"start", "client", "egress", "\\x1b[2J\\x1b[31mX\\x0d"}))
+      << flows.out;
+  auto json = ctlJson({"workloads"});
+  bool exact = false;
+  for (const auto& cgroup : json["cgroups"]) {
+    exact = exact || cgroup["cgroup"] == evil_cgroup;
+  }
+  EXPECT_TRUE(exact) << "JSON keeps the name as it is, escaped by JSON's rules";
 }
 
 TEST_F(ControlPrivilegedTest, GroupMembersMayUseTheSocketAndOthersAreToldHowToGetIn) {
