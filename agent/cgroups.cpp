@@ -8,6 +8,8 @@
 #include <array>
 #include <cstring>
 
+#include "mseg/utf8.hpp"
+
 namespace mseg::agent {
 
 Result<uint64_t> cgroupIdOf(const std::string& path) {
@@ -65,6 +67,9 @@ Result<std::vector<CgroupEntry>> listCgroups(const std::string& root) {
   }
   std::vector<CgroupEntry> entries{{"", *root_id}};
   walkCgroups(root, "", entries);
+  for (auto& entry : entries) {
+    entry.relative_path = validUtf8(entry.relative_path);
+  }
   return entries;
 }
 

@@ -16,7 +16,10 @@ namespace mseg::agent {
 Result<uint64_t> cgroupIdOf(const std::string& path);
 
 struct CgroupEntry {
-  std::string relative_path;  // "" for the root of the walk, else "system.slice/x.service"
+  // "" for the root of the walk, else "system.slice/x.service". It names the cgroup for people,
+  // flow records and the control socket, which need UTF-8, so bytes of a directory name that
+  // are not UTF-8 are written as `\xHH` (see validUtf8); it is not used to open the cgroup.
+  std::string relative_path;
   uint64_t id = 0;
 };
 

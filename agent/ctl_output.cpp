@@ -12,6 +12,8 @@
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/reflection.h>
 
+#include "mseg/utf8.hpp"
+
 namespace mseg::ctl {
 namespace {
 
@@ -294,42 +296,6 @@ std::string exporterText(const cv1::ExporterState& exporter) {
 
 namespace {
 
-// The length of the UTF-8 sequence at text[at] and its code point; 0 when it is not valid
-// UTF-8 (a stray continuation byte, an overlong form, a surrogate, past U+10FFFF, cut short).
-size_t decodeUtf8(std::string_view text, size_t at, char32_t& code_point) {
-  const auto byte = [&](size_t i) { return static_cast<unsigned char>(text[at + i]); };
-  const unsigned char lead = byte(0);
-  size_t length = 0;
-  unsigned char low = 0x80;  // the range of the second byte, narrower after some lead bytes
-  unsigned char high = 0xbf;
-  if (lead >= 0xc2 && lead <= 0xdf) {
-    length = 2;
-    code_point = lead & 0x1f;
-  } else if (lead >= 0xe0 && lead <= 0xef) {
-    length = 3;
-    code_point = lead & 0x0f;
-    low = lead == 0xe0 ? 0xa0 : 0x80;
-    high = lead == 0xed ? 0x9f : 0xbf;
-  } else if (lead >= 0xf0 && lead <= 0xf4) {
-    length = 4;
-    code_point = lead & 0x07;
-    low = lead == 0xf0 ? 0x90 : 0x80;
-    high = lead == 0xf4 ? 0x8f : 0xbf;
-  } else {
-    return 0;
-  }
-  if (at + length > text.size() || byte(1) < low || byte(1) > high) {
-    return 0;
-  }
-  for (size_t i = 1; i < length; i++) {
-    if ((byte(i) & 0xc0) != 0x80) {
-      return 0;
-    }
-    code_point = (code_point << 6) | (byte(i) & 0x3f);
-  }
-  return length;
-}
-
 // C1 controls (U+009B is CSI, like ESC [) and characters that print nothing but change what
 // the text around them looks like: zero-width characters, bidirectional embeddings, overrides
 // and isolates, the byte order mark, tag characters.
@@ -339,37 +305,20 @@ bool invisible(char32_t c) {
          (c >= 0xfff9 && c <= 0xfffb) || (c >= 0xe0000 && c <= 0xe007f);
 }
 
-void appendEscaped(std::string& out, std::string_view bytes) {
-  for (unsigned char c : bytes) {
-    out += fmt::format("\\x{:02x}", c);
-  }
-}
-
 }  // namespace
 
 std::string printable(std::string_view text, bool keep_newlines) {
   std::string out;
   out.reserve(text.size());
   for (size_t at = 0; at < text.size();) {
-    const auto c = static_cast<unsigned char>(text[at]);
-    if (c < 0x80) {
-      if ((c < 0x20 && !(c == '\n' && keep_newlines)) || c == 0x7f) {
-        appendEscaped(out, text.substr(at, 1));
-      } else {
-        out += static_cast<char>(c);
-      }
-      at += 1;
-      continue;
-    }
-    char32_t code_point = 0;
-    const size_t length = decodeUtf8(text, at, code_point);
+    char32_t c = 0;
+    size_t length = decodeUtf8(text, at, c);
+    const bool control = length == 1 && (c < 0x20 || c == 0x7f) && !(c == '\n' && keep_newlines);
     if (length == 0) {
-      appendEscaped(out, text.substr(at, 1));
-      at += 1;
-      continue;
-    }
-    if (invisible(code_point)) {
-      appendEscaped(out, text.substr(at, length));
+      length = 1;  // not UTF-8: escape this byte and look at the next
+      appendHexEscaped(out, text.substr(at, 1));
+    } else if (control || invisible(c)) {
+      appendHexEscaped(out, text.substr(at, length));
     } else {
       out += text.substr(at, length);
     }

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "mseg/format/community_id.hpp"
+#include "mseg/utf8.hpp"
 
 namespace mseg::agent {
 namespace {
@@ -128,7 +129,9 @@ FlowRecord FlowRecorder::recordOf(const mseg_flow_identity& flow, uint64_t time_
   }
   workload->set_pid(flow.pid);
   workload->set_uid(flow.uid);
-  workload->set_command(std::string(flow.comm, strnlen(flow.comm, sizeof(flow.comm))));
+  // A task names itself (prctl): a name that is not UTF-8 would make the record unreadable
+  // for the collector and microsegctl, which parse proto3 strings strictly.
+  workload->set_command(validUtf8({flow.comm, strnlen(flow.comm, sizeof(flow.comm))}));
 
   auto* peer = record.mutable_peer();
   if (auto known = peers_.find(flow.peer_id); known != peers_.end()) {

@@ -330,14 +330,15 @@ TEST_F(ControlPrivilegedTest, WorkloadsShowsSelectedInheritedAndUnselectedCgroup
 }
 
 // A workload chooses its command name (prctl) and, where cgroups are delegated, its cgroup's
-// name: neither may reach the operator's terminal as a control sequence.
+// name: neither may reach the operator's terminal as a control sequence, and bytes that are not
+// UTF-8 must not make the agent's answers unreadable (proto3 strings must be UTF-8).
 TEST_F(ControlPrivilegedTest, TablesShowNamesAWorkloadChoseAsEscapedText) {
   serveTcp(7001);
-  const std::string evil_cgroup = "other.scope/evil\x1b[31mRED\x1b[0m\rfake.service";
+  const std::string evil_cgroup = "other.scope/evil\x1b[31mRED\x1b[0m\r\xff" "fake.service";
   ASSERT_TRUE(cgroup_->createChild(evil_cgroup));
   startAgent();
   ASSERT_EQ(*runIn(client(), [] {
-    prctl(PR_SET_NAME, "\x1b[2J\x1b[31mX\r", 0, 0, 0);
+    prctl(PR_SET_NAME, "\x1b[2J\xff\x1b[31mX\r", 0, 0, 0);
     return tcpConnect(kServer4, 7001, kQuick);
   }), 0);
   CommandResult flows;
@@ -347,20 +348,25 @@ TEST_F(ControlPrivilegedTest, TablesShowNamesAWorkloadChoseAsEscapedText) {
   })) << flows.out << flows.err;
 
   auto workloads = ctl({"workloads"});
+  auto json = ctlJson({"workloads"});
 
   EXPECT_EQ(workloads.out.find('\x1b'), std::string::npos) << workloads.out;
   EXPECT_EQ(workloads.out.find('\r'), std::string::npos) << workloads.out;
-  EXPECT_NE(workloads.out.find("\nother.scope/evil\\x1b[31mRED\\x1b[0m\\x0dfake.service\n"),
+  EXPECT_NE(workloads.out.find(
+                "\nother.scope/evil\\x1b[31mRED\\x1b[0m\\x0d\\xfffake.service\n"),
             std::string::npos) << workloads.out;
   EXPECT_EQ(flows.out.find('\x1b'), std::string::npos) << flows.out;
-  EXPECT_TRUE(hasLine(flows.out, {"start", "client", "egress", "\\x1b[2J\\x1b[31mX\\x0d"}))
-      << flows.out;
-  auto json = ctlJson({"workloads"});
-  bool exact = false;
+  EXPECT_TRUE(hasLine(flows.out, {"start", "client", "egress",
+                                  "\\x1b[2J\\xff\\x1b[31mX\\x0d"})) << flows.out;
+  bool found = false;
   for (const auto& cgroup : json["cgroups"]) {
-    exact = exact || cgroup["cgroup"] == evil_cgroup;
+    found = found || cgroup["cgroup"] == "other.scope/evil\x1b[31mRED\x1b[0m\r\\xfffake.service";
   }
-  EXPECT_TRUE(exact) << "JSON keeps the name as it is, escaped by JSON's rules";
+  EXPECT_TRUE(found) << "JSON keeps control characters, escaped by JSON's rules, and writes "
+                        "bytes that are not UTF-8 as \\xHH";
+  auto logged = agent_->flowLogLines();
+  ASSERT_FALSE(logged.empty());
+  EXPECT_FALSE(nlohmann::json::parse(logged.front(), nullptr, false).is_discarded());
 }
 
 TEST_F(ControlPrivilegedTest, GroupMembersMayUseTheSocketAndOthersAreToldHowToGetIn) {

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "ctl_output.hpp"
+#include "mseg/utf8.hpp"
 
 namespace mseg::ctl {
 namespace {
@@ -51,6 +52,13 @@ TEST(PrintableTest, EscapesC1ControlsInvalidUtf8AndInvisibleFormatting) {
   EXPECT_EQ(printable("\xed\xa0\x80"), "\\xed\\xa0\\x80");        // a surrogate
   EXPECT_EQ(printable("evil\xe2\x80\xaetxt.exe"), "evil\\xe2\\x80\\xaetxt.exe");  // RLO
   EXPECT_EQ(printable("a\xe2\x80\x8b" "b"), "a\\xe2\\x80\\x8bb");  // zero-width space
+}
+
+TEST(ValidUtf8Test, WritesBytesThatAreNotUtf8AsHexAndKeepsTheRest) {
+  EXPECT_EQ(validUtf8("büro\x1b[31m"), "büro\x1b[31m");
+  EXPECT_EQ(validUtf8("a\xff" "b\xc3"), "a\\xffb\\xc3");
+  EXPECT_EQ(validUtf8("\xf4\x90\x80\x80"), "\\xf4\\x90\\x80\\x80");  // past U+10FFFF
+  EXPECT_EQ(validUtf8("\xf0\x9f\x98\x80"), "\xf0\x9f\x98\x80");          // an emoji
 }
 
 TEST(PrintableTest, TableCellsAreEscapedAndCannotForgeALine) {
