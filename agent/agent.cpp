@@ -164,12 +164,14 @@ Result<std::string> resolveAttachCgroup(const std::string& requested) {
   return canonical.string();
 }
 
-void Agent::updateRecorder(const std::vector<CgroupEntry>& cgroups) {
+void Agent::updateRecorder(const std::vector<CgroupEntry>& cgroups, bool drain_first) {
   if (!recorder_) {
     return;
   }
   // Events of the old version still in the ring buffer are named with the old policy.
-  drainEvents();
+  if (drain_first) {
+    drainEvents();
+  }
   recorder_->setPolicy(*policy_, ruleNames(*policy_, kernel_rule_ids_), policy_version_);
   recorder_->setCgroups(cgroups, cgroup_v2_prefix_);
 }
@@ -610,7 +612,9 @@ Status Agent::applyPolicy(policy::IndexedPolicy compiled, const policy::LoadTime
   compile_index_ = std::move(compiled.index);
   bindings_ = std::move(bindings);
   kernel_rule_ids_ = std::move(kernel_ids);
-  updateRecorder(*cgroups);
+  // When settling, the ring buffer was drained before the change enforced: what it holds now
+  // comes from the new version and is named with it.
+  updateRecorder(*cgroups, kind == ApplyKind::NewVersion);
   publishControlState(std::move(*cgroups));
 
   const std::array<double, 5> stages = {millis(times.read), millis(times.parse),
@@ -681,6 +685,7 @@ Result<bool> Agent::applyChange(const std::shared_ptr<const policy::Policy>& nex
   }
   const BankDelta delta =
       buildBankDelta(change, policy_->workloads, bindings_, kernel_rule_ids_, added_ids);
+  drainEvents();  // what the old version reported is named with it (see applyPolicy)
   auto prepared = Clock::now();
   if (auto applied =
           datapath_->applyDelta(delta, added_names, removed_ids, policy_version_ + 1);

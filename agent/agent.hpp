@@ -76,7 +76,7 @@ private:
   double recordApplyStages(const std::array<double, 5>& stages_ms);
   void catchUpInactiveBank();
   Status rebindCgroups();
-  void updateRecorder(const std::vector<CgroupEntry>& cgroups);
+  void updateRecorder(const std::vector<CgroupEntry>& cgroups, bool drain_first = true);
   void reloadPolicy(ReloadTrigger trigger);
   void logCounterChanges();
   void reportCgroupChanges(const std::optional<CgroupChangeSummary::Burst>& burst);

@@ -158,6 +158,29 @@ TEST_F(TelemetryPrivilegedTest, TcpConnectionReportsStartAndEndWithBytesSent) {
   EXPECT_EQ(ended[0]["metadata"]["correlation_uid"], started[0]["metadata"]["correlation_uid"]);
 }
 
+// A rule added by a live change is named in the records of the flows it allows, from the
+// first one on, although the change enforces before the agent has compiled it in full.
+TEST_F(TelemetryPrivilegedTest, RuleAddedByALiveChangeNamesItsFirstFlows) {
+  serveTcp(7002);
+  startAgent();
+  const uint64_t version = *agent_->policyVersion();
+  std::string added = kPolicy;
+  added.replace(added.find("      - name: client-to-server-udp"), 0,
+                "      - {name: late-tcp, from: {role: client}, to: {role: server}, "
+                "protocol: tcp, ports: [7002]}\n");
+  const auto staged = agent_->policyPath().string() + ".new";
+  std::ofstream(staged) << added;
+  std::filesystem::rename(staged, agent_->policyPath());
+  ASSERT_TRUE(pollUntil(10s, [&] { return agent_->policyVersion().value_or(0) > version; }));
+
+  ASSERT_EQ(connectFrom(client(), kServer4, 7002), 0);
+
+  auto started = awaitMatching(kActivityOpen, 7002, "Outbound");
+  ASSERT_EQ(started.size(), 1u);
+  EXPECT_EQ(started[0]["action"], "Allowed");
+  EXPECT_EQ(started[0]["firewall_rule"]["name"], "app/late-tcp");
+}
+
 TEST_F(TelemetryPrivilegedTest, ServerSideReportsTheAcceptedConnection) {
   serveTcp(7001);
   startAgent();
