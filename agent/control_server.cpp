@@ -8,12 +8,17 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <map>
+#include <mutex>
+#include <optional>
 
 #include <grpcpp/grpcpp.h>
 
+#include "control_limits.hpp"
 #include "datapath.hpp"
 #include "logging.hpp"
 #include "microseg/control/v1/control.grpc.pb.h"
@@ -31,15 +36,43 @@ namespace fs = std::filesystem;
 namespace cv1 = microseg::control::v1;
 namespace tv1 = microseg::telemetry::v1;
 
-// A policy text for `policy diff` can be large (100,000 rules are about 20 MB of YAML).
-constexpr int kMaxMessageBytes = 256 << 20;
-// Calls run on gRPC's threads; this bounds how many a burst of callers can occupy.
+// Calls run on gRPC's threads; this bounds how many a burst of callers can occupy. Long calls
+// are admitted up to their limits (control_limits.hpp), which leave threads for short calls
+// and for gRPC's own pollers: a call that finds no thread is refused ("Server Threadpool
+// Exhausted").
 constexpr int kMaxServerThreads = 16;
+static_assert(kMaxFollowers + kMaxDiffsAdmitted + 4 <= kMaxServerThreads,
+              "followers and diffs must leave threads for short calls");
 // A diff of two very different large policies has millions of path changes; nobody reads
 // past this many, and the reply says it was cut.
 constexpr int kMaxPathChanges = 10000;
-// How often a follower checks whether its caller went away while no flow arrives.
+// How often a follower, or a diff waiting its turn, checks whether its caller went away.
 constexpr auto kFollowPoll = std::chrono::milliseconds(250);
+
+// Admits at most `limit` callers of one kind at once. Thread-safe.
+class CallLimit {
+public:
+  explicit CallLimit(int limit) : limit_(limit) {}
+
+  // A place taken while it lives, when admitted().
+  class Place {
+  public:
+    explicit Place(CallLimit& limit) : limit_(limit), admitted_(limit.used_.fetch_add(1) <
+                                                                limit.limit_) {}
+    ~Place() { limit_.used_.fetch_sub(1); }
+    Place(const Place&) = delete;
+    Place& operator=(const Place&) = delete;
+    bool admitted() const { return admitted_; }
+
+  private:
+    CallLimit& limit_;
+    const bool admitted_;
+  };
+
+private:
+  const int limit_;
+  std::atomic<int> used_{0};
+};
 
 uint64_t unixNanosNow() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -225,8 +258,23 @@ struct ControlServer::Service final : cv1::Control::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status DiffPolicy(grpc::ServerContext*, const cv1::DiffPolicyRequest* request,
+  grpc::Status DiffPolicy(grpc::ServerContext* context, const cv1::DiffPolicyRequest* request,
                           cv1::PolicyDiff* reply) override {
+    CallLimit::Place place(diffs_);
+    if (!place.admitted()) {
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          fmt::format("{} policy diffs are already being compared or waiting, "
+                                      "the most the agent takes at once (it compiles one at a "
+                                      "time to bound its memory); try again when they are done",
+                                      kMaxDiffsAdmitted));
+    }
+    std::unique_lock turn(compiling_, std::defer_lock);
+    while (!turn.try_lock_for(kFollowPoll)) {
+      if (context->IsCancelled()) {
+        return grpc::Status(grpc::StatusCode::CANCELLED,
+                            "the caller gave up while other policy diffs were compiling");
+      }
+    }
     grpc::Status status = diffPolicy(*request, *reply);
     // The proposed policy was compiled on a gRPC thread, in that thread's malloc arena; glibc
     // keeps freed arena memory, so without this every diff of a large policy would leave the
@@ -404,21 +452,50 @@ struct ControlServer::Service final : cv1::Control::Service {
 
   grpc::Status WatchFlows(grpc::ServerContext* context, const cv1::WatchFlowsRequest* request,
                           grpc::ServerWriter<tv1::FlowRecord>* writer) override {
+    // This older call has no way to say that records were skipped.
+    return streamFlows(
+        *context, *request, [&](const FlowRecord& record) { return writer->Write(record); },
+        [](uint64_t) { return true; });
+  }
+
+  grpc::Status FollowFlows(grpc::ServerContext* context, const cv1::WatchFlowsRequest* request,
+                           grpc::ServerWriter<cv1::FlowUpdate>* writer) override {
+    cv1::FlowUpdate update;
+    return streamFlows(
+        *context, *request,
+        [&](const FlowRecord& record) {
+          *update.mutable_record() = record;
+          return writer->Write(update);
+        },
+        [&](uint64_t skipped) {
+          cv1::FlowUpdate notice;
+          notice.set_skipped(skipped);
+          return writer->Write(notice);
+        });
+  }
+
+private:
+  // The recent records that pass the request's filters, then with follow each new one as it
+  // comes, through `send` (false: the caller went away). `skipped` hears how many records left
+  // the ring before a slow follower read them. A follow the agent's stop ends is UNAVAILABLE.
+  grpc::Status streamFlows(grpc::ServerContext& context, const cv1::WatchFlowsRequest& request,
+                           const std::function<bool(const FlowRecord&)>& send,
+                           const std::function<bool(uint64_t)>& skipped) {
     if (!state_->identity().telemetry) {
       return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                           "the agent runs with --telemetry off: it records no flows (the "
                           "per-rule counters of `microsegctl status` still count)");
     }
     std::optional<tv1::Verdict> verdict;
-    if (!request->verdict().empty()) {
-      verdict = verdictFilter(request->verdict());
+    if (!request.verdict().empty()) {
+      verdict = verdictFilter(request.verdict());
       if (!verdict) {
         return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                            "verdict `" + request->verdict() +
+                            "verdict `" + request.verdict() +
                                 "`: expected allowed, denied or audit");
       }
     }
-    const std::string workload = request->workload();
+    const std::string workload = request.workload();
     if (!workload.empty()) {
       const ControlSnapshot snapshot = state_->snapshot();
       if (!snapshot.ready) {
@@ -428,6 +505,18 @@ struct ControlServer::Service final : cv1::Control::Service {
         return callError(known.error());
       }
     }
+    std::optional<CallLimit::Place> follower;
+    if (request.follow()) {
+      follower.emplace(followers_);
+      if (!follower->admitted()) {
+        return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                            fmt::format("the agent already serves {} `flows --follow` callers, "
+                                        "the most it serves at once (each holds one of the "
+                                        "control socket's threads); stop one of them, or read "
+                                        "`flows` without --follow",
+                                        kMaxFollowers));
+      }
+    }
     const FlowRing::Filter filter = [&](const FlowRecord& record) {
       return (!verdict || record.verdict() == *verdict) &&
              (workload.empty() || record.workload().name() == workload);
@@ -435,22 +524,29 @@ struct ControlServer::Service final : cv1::Control::Service {
 
     FlowRing& flows = state_->flows();
     uint64_t position = 0;
-    for (const auto& record : flows.recent(request->last(), filter, position)) {
-      if (!writer->Write(record)) {
+    for (const auto& record : flows.recent(request.last(), filter, position)) {
+      if (!send(record)) {
         return grpc::Status::OK;
       }
     }
-    while (request->follow() && !context->IsCancelled() && !flows.closed()) {
-      for (const auto& record : flows.readNewer(position, filter, kFollowPoll)) {
-        if (!writer->Write(record)) {
+    while (request.follow() && !context.IsCancelled() && !flows.closed()) {
+      const FlowRing::Newer newer = flows.readNewer(position, filter, kFollowPoll);
+      if (newer.skipped > 0 && !skipped(newer.skipped)) {
+        return grpc::Status::OK;
+      }
+      for (const auto& record : newer.records) {
+        if (!send(record)) {
           return grpc::Status::OK;
         }
       }
     }
+    if (request.follow() && flows.closed()) {
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          "the agent is stopping: the flow stream ends");
+    }
     return grpc::Status::OK;
   }
 
-private:
   static void addCounters(const std::string& pin_dir, cv1::AgentStatus& reply) {
     auto counters = readPinnedCounters(pin_dir);
     if (!counters) {
@@ -484,6 +580,9 @@ private:
   }
 
   std::shared_ptr<ControlState> state_;
+  CallLimit followers_{kMaxFollowers};
+  CallLimit diffs_{kMaxDiffsAdmitted};
+  std::timed_mutex compiling_;  // held by the one diff that compiles
 };
 
 namespace {
@@ -607,8 +706,8 @@ Result<std::unique_ptr<ControlServer>> ControlServer::start(const ControlOptions
   grpc::ServerBuilder builder;
   builder.AddListeningPort("unix:" + path, grpc::InsecureServerCredentials());
   builder.RegisterService(server->service_.get());
-  builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
-  builder.SetMaxSendMessageSize(kMaxMessageBytes);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(kMaxDiffRequestBytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(kMaxReplyBytes));
   grpc::ResourceQuota quota("microseg-control");
   quota.SetMaxThreads(kMaxServerThreads);
   builder.SetResourceQuota(quota);

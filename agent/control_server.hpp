@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "cgroups.hpp"
+#include "control_limits.hpp"
 #include "flow_ring.hpp"
 #include "kernel_state.hpp"
 #include "mseg/policy/compiled.hpp"
@@ -75,9 +76,6 @@ struct ControlSnapshot {
 // holds the lock only to copy or swap small values.
 class ControlState {
 public:
-  // Records kept for `microsegctl flows`.
-  static constexpr size_t kRecentFlows = 4096;
-
   explicit ControlState(AgentIdentity identity)
       : identity_(std::move(identity)), flows_(kRecentFlows) {}
 

@@ -10,15 +10,15 @@
 #include <filesystem>
 #include <vector>
 
+#include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
 
+#include "control_limits.hpp"
 #include "mseg/unique_fd.hpp"
 
 namespace mseg::ctl {
 namespace {
 
-// A policy diff carries a whole policy text one way and many path changes the other.
-constexpr int kMaxMessageBytes = 256 << 20;
 // Compiling and diffing a 100,000-rule policy takes the agent seconds on a small host.
 constexpr auto kDiffDeadline = std::chrono::seconds(120);
 constexpr auto kCallDeadline = std::chrono::seconds(30);
@@ -108,8 +108,9 @@ Result<ControlClient> ControlClient::connect(const std::string& socket_path) {
   }
   ControlClient client(socket_path);
   grpc::ChannelArguments arguments;
-  arguments.SetMaxReceiveMessageSize(kMaxMessageBytes);
-  arguments.SetMaxSendMessageSize(kMaxMessageBytes);
+  arguments.SetMaxReceiveMessageSize(static_cast<int>(agent::kMaxReplyBytes));
+  // A larger request is refused before it is sent (diffPolicy); the agent would refuse it too.
+  arguments.SetMaxSendMessageSize(static_cast<int>(agent::kMaxReplyBytes));
   auto channel = grpc::CreateCustomChannel("unix:" + socket_path,
                                            grpc::InsecureChannelCredentials(), arguments);
   client.stub_ = cv1::Control::NewStub(channel);
@@ -126,6 +127,9 @@ Error ControlClient::callError(const grpc::Status& status) const {
       return Error(ENOENT, status.error_message());
     case grpc::StatusCode::INVALID_ARGUMENT:
       return Error(EINVAL, status.error_message());
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:  // too many callers of its kind, or too large
+      return Error(EBUSY, "the agent at " + socket_path_ + " refused the call: " +
+                              status.error_message());
     case grpc::StatusCode::DEADLINE_EXCEEDED:
       return Error(ETIMEDOUT, "the agent at " + socket_path_ + " did not answer in time");
     default:
@@ -152,6 +156,13 @@ Result<cv1::AgentStatus> ControlClient::status() {
 }
 
 Result<cv1::PolicyDiff> ControlClient::diffPolicy(const cv1::DiffPolicyRequest& request) {
+  if (const size_t size = request.ByteSizeLong(); size > agent::kMaxDiffRequestBytes) {
+    return Error(EFBIG, fmt::format("policy {} is {:.1f} MiB; the agent compares policies of at "
+                                    "most {} MiB (`microsegctl policy validate` checks larger "
+                                    "ones without the agent)",
+                                    request.source_name(), static_cast<double>(size) / (1 << 20),
+                                    agent::kMaxDiffRequestBytes >> 20));
+  }
   return call<cv1::PolicyDiff>(&cv1::Control::Stub::DiffPolicy, request, kDiffDeadline);
 }
 
@@ -164,21 +175,56 @@ Result<cv1::WorkloadList> ControlClient::workloads() {
                                  cv1::ListWorkloadsRequest{}, kCallDeadline);
 }
 
-Status ControlClient::watchFlows(const cv1::WatchFlowsRequest& request,
-                                 const std::function<bool(const FlowRecord&)>& each) {
+grpc::Status ControlClient::readFlows(const cv1::WatchFlowsRequest& request, bool old_call,
+                                     const std::function<bool(const FlowRecord&)>& each,
+                                     const std::function<void(uint64_t)>& skipped,
+                                     bool& got_any) {
   grpc::ClientContext context;
   if (!request.follow()) {
     setDeadline(context, kCallDeadline);
   }
-  auto reader = stub_->WatchFlows(&context, request);
-  FlowRecord record;
-  while (reader->Read(&record)) {
-    if (!each(record)) {
+  got_any = false;
+  if (old_call) {
+    auto reader = stub_->WatchFlows(&context, request);
+    FlowRecord record;
+    while (reader->Read(&record)) {
+      got_any = true;
+      if (!each(record)) {
+        context.TryCancel();
+        break;
+      }
+    }
+    return reader->Finish();
+  }
+  auto reader = stub_->FollowFlows(&context, request);
+  cv1::FlowUpdate update;
+  while (reader->Read(&update)) {
+    got_any = true;
+    if (update.skipped() > 0) {
+      skipped(update.skipped());
+    }
+    if (update.has_record() && !each(update.record())) {
       context.TryCancel();
       break;
     }
   }
-  auto status = reader->Finish();
+  return reader->Finish();
+}
+
+Status ControlClient::watchFlows(const cv1::WatchFlowsRequest& request,
+                                 const std::function<bool(const FlowRecord&)>& each,
+                                 const std::function<void(uint64_t)>& skipped) {
+  bool got_any = false;
+  auto status = readFlows(request, false, each, skipped, got_any);
+  if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED && !got_any) {
+    status = readFlows(request, true, each, skipped, got_any);  // an agent before FollowFlows
+  }
+  // A follow ends only when the caller stops it: any other end means the agent went away.
+  // (An older agent ends it with OK when it stops, a newer one with UNAVAILABLE.)
+  if (request.follow() && (status.ok() || status.error_code() == grpc::StatusCode::UNAVAILABLE)) {
+    return Error(ECONNRESET, "the agent at " + socket_path_ +
+                                 " ended the flow stream: microsegd stopped or restarted");
+  }
   if (!status.ok() && status.error_code() != grpc::StatusCode::CANCELLED) {
     return callError(status);
   }

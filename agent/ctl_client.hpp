@@ -33,9 +33,12 @@ public:
   Result<cv1::PolicyDiff> diffPolicy(const cv1::DiffPolicyRequest& request);
   Result<cv1::Trace> trace(const cv1::TraceRequest& request);
   Result<cv1::WorkloadList> workloads();
-  // Hands every record to `each` until the stream ends, `each` returns false, or it fails.
+  // Hands every record to `each` until the stream ends, `each` returns false, or it fails;
+  // `skipped` hears how many records a slow reader missed (agents that can say so). A follow
+  // the agent ends (it stopped) fails with ECONNRESET, saying so.
   Status watchFlows(const cv1::WatchFlowsRequest& request,
-                    const std::function<bool(const FlowRecord&)>& each);
+                    const std::function<bool(const FlowRecord&)>& each,
+                    const std::function<void(uint64_t)>& skipped);
 
 private:
   explicit ControlClient(std::string socket_path) : socket_path_(std::move(socket_path)) {}
@@ -43,6 +46,11 @@ private:
   // One unary call of the stub's `method` with a deadline.
   template <typename Reply, typename Request, typename Method>
   Result<Reply> call(Method method, const Request& request, std::chrono::seconds deadline);
+  // One stream of FollowFlows, or of WatchFlows with `old_call`; `got_any` tells whether
+  // anything came.
+  grpc::Status readFlows(const cv1::WatchFlowsRequest& request, bool old_call,
+                         const std::function<bool(const FlowRecord&)>& each,
+                         const std::function<void(uint64_t)>& skipped, bool& got_any);
 
   std::string socket_path_;
   std::unique_ptr<cv1::Control::Stub> stub_;

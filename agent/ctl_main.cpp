@@ -18,6 +18,7 @@
 #include <fmt/core.h>
 
 #include "config.hpp"
+#include "control_limits.hpp"
 #include "ctl_client.hpp"
 #include "ctl_output.hpp"
 #include "datapath.hpp"
@@ -437,6 +438,13 @@ int showFlows(const Arguments& args, const Grammar& grammar) {
     // Followers are often piped into grep or a test: every line goes out as it comes.
     std::fflush(stdout);
     return !std::ferror(stdout);
+  }, [](uint64_t skipped) {
+    std::fflush(stdout);
+    std::fprintf(stderr,
+                 "microsegctl: skipped %llu flow records: they left the agent's ring of the last "
+                 "%zu before this reader took them (it reads slower than they come; --verdict or "
+                 "--workload send fewer, the flow log has them all)\n",
+                 static_cast<unsigned long long>(skipped), mseg::agent::kRecentFlows);
   });
   if (!shown) {
     return fail(shown.error());

@@ -33,17 +33,18 @@ std::vector<FlowRecord> FlowRing::recent(size_t count, const Filter& filter,
   return found;
 }
 
-std::vector<FlowRecord> FlowRing::readNewer(uint64_t& position, const Filter& filter,
-                                            std::chrono::milliseconds timeout) const {
-  std::vector<FlowRecord> found;
+FlowRing::Newer FlowRing::readNewer(uint64_t& position, const Filter& filter,
+                                    std::chrono::milliseconds timeout) const {
+  Newer found;
   std::unique_lock lock(mutex_);
   grown_.wait_for(lock, timeout, [&] { return closed_ || next_position_ > position; });
   // Records older than the ring's oldest were dropped before this reader saw them.
   const uint64_t oldest = next_position_ - records_.size();
+  found.skipped = oldest > position ? oldest - position : 0;
   for (uint64_t at = std::max(position, oldest); at < next_position_; at++) {
     const FlowRecord& record = records_[at - oldest];
     if (filter(record)) {
-      found.push_back(record);
+      found.records.push_back(record);
     }
   }
   position = next_position_;

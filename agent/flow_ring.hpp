@@ -29,10 +29,17 @@ public:
   // after the newest record (whether it passed or not), for readNewer().
   std::vector<FlowRecord> recent(size_t count, const Filter& filter, uint64_t& position) const;
 
+  struct Newer {
+    std::vector<FlowRecord> records;  // oldest first
+    // Records pushed after `position` that fell out of the ring before this read, counted
+    // whether they would have passed the filter or not: the reader was too slow for them.
+    uint64_t skipped = 0;
+  };
+
   // Copies of the records after `position` that pass `filter`, waiting up to `timeout` for at
   // least one record to arrive; advances `position`. Returns early, possibly empty, on close().
-  std::vector<FlowRecord> readNewer(uint64_t& position, const Filter& filter,
-                                    std::chrono::milliseconds timeout) const;
+  Newer readNewer(uint64_t& position, const Filter& filter,
+                  std::chrono::milliseconds timeout) const;
 
   // Wakes every waiting reader for good (the agent is stopping).
   void close();

@@ -2,6 +2,7 @@
 // runs it, with what it prints and its exit code, while the agent enforces between two hosts.
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -16,6 +18,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "support/unique_fd.hpp"
 #include "two_hosts.hpp"
 
 namespace mseg::testing {
@@ -70,6 +73,25 @@ protected:
     auto parsed = nlohmann::json::parse(run.out, nullptr, false);
     EXPECT_FALSE(parsed.is_discarded()) << run.out << run.err;
     return parsed;
+  }
+
+  // `microsegctl flows --follow` with `args`, once it shows its header (it is connected);
+  // nullopt, after a failed expectation, when it does not.
+  std::optional<Subprocess> follow(const std::vector<std::string>& args = {}) {
+    std::vector<std::string> argv = {MSEG_MICROSEGCTL, "flows", "--follow"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    argv.insert(argv.end(), {"--socket", agent_->controlSocket()});
+    auto follower = Subprocess::start(argv);
+    EXPECT_TRUE(follower);
+    if (!follower) {
+      return std::nullopt;
+    }
+    bool connected = pollUntil(10s, [&] {
+      (void)follower->wait(50ms);
+      return follower->out().find("TIME") != std::string::npos;
+    });
+    EXPECT_TRUE(connected) << follower->err();
+    return connected ? std::optional<Subprocess>(std::move(*follower)) : std::nullopt;
   }
 
   std::string writeFile(const std::string& name, const std::string& text) {
@@ -199,6 +221,76 @@ TEST_F(ControlPrivilegedTest, DiffShowsTheOpenedAndClosedPathsWithoutApplyingThe
   EXPECT_EQ(connectFrom(client(), kServer4, 7001), 0);
 }
 
+// The agent compiles what `policy diff` sends: a caller must not make it allocate without
+// bound, neither with one huge policy nor with many at once.
+TEST_F(ControlPrivilegedTest, DiffOfAPolicyPastTheSizeLimitIsRefusedBeforeSending) {
+  startAgent();
+  std::string text = kPolicy;
+  text += "# " + std::string(33 << 20, 'x') + "\n";
+  const std::string huge = writeFile("huge.yaml", text);
+
+  auto run = ctl({"policy", "diff", huge});
+
+  EXPECT_EQ(run.status, 1);
+  EXPECT_EQ(run.err, "microsegctl: policy " + huge + " is 33.0 MiB; the agent compares policies "
+                     "of at most 32 MiB (`microsegctl policy validate` checks larger ones "
+                     "without the agent)\n");
+}
+
+// The most memory the agent's process has used so far (VmHWM), in kB.
+long peakMemoryKb(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmHWM:", 0) == 0) {
+      return std::stol(line.substr(6));
+    }
+  }
+  return -1;
+}
+
+TEST_F(ControlPrivilegedTest, ConcurrentDiffsAreCompiledOneAtATime) {
+  // The agent enforces 30,000 rules (about 3 MB of YAML); each diff compiles a copy with one
+  // port changed, so what it costs is the compile, not a large reply.
+  std::string text = kPolicy;
+  for (int i = 0; i < 30000; i++) {
+    text += "      - name: many-" + std::to_string(i) +
+            "\n        from: {role: client}\n        to: {role: server}\n        protocol: tcp"
+            "\n        ports: [" + std::to_string(10000 + i) + "]\n";
+  }
+  agent_->writePolicy(text);
+  startAgent();
+  text.replace(text.rfind("ports: [39999]"), 14, "ports: [50000]");
+  const std::string changed = writeFile("changed.yaml", text);
+  const pid_t pid = agent_->process()->pid();
+  const long before = peakMemoryKb(pid);
+  ASSERT_EQ(ctl({"policy", "diff", changed}).status, 1);
+  const long after_one = peakMemoryKb(pid);
+
+  std::vector<Subprocess> diffs;
+  for (int i = 0; i < 4; i++) {
+    auto diff = Subprocess::start({MSEG_MICROSEGCTL, "policy", "diff", changed, "--socket",
+                                   agent_->controlSocket()});
+    ASSERT_TRUE(diff);
+    diffs.push_back(std::move(*diff));
+  }
+  for (auto& diff : diffs) {
+    auto status = diff.wait(120s);
+    ASSERT_TRUE(status);
+    EXPECT_EQ(*status, 1) << diff.err();
+    EXPECT_TRUE(hasLine(diff.out(), {"watch/many-29999", "changed"})) << diff.out() << diff.err();
+  }
+  const long after_four = peakMemoryKb(pid);
+
+  const long one_diff = after_one - before;
+  std::printf("peak memory of the agent: %ld kB before, %ld kB after one diff, %ld kB after "
+              "four at once\n", before, after_one, after_four);
+  ASSERT_GT(one_diff, 10000) << "a diff of 30,000 rules should cost some memory";
+  // Compiled one at a time, four cost the peak of one, plus the requests that wait (about
+  // twice their text each); compiled at once, about three more diffs' worth.
+  EXPECT_LT(after_four - after_one, one_diff)
+      << "four diffs at once must not take four times the memory of one";
+}
+
 TEST_F(ControlPrivilegedTest, DiffOfAnInvalidFileShowsItsErrorsAndComparesNothing) {
   startAgent();
   const std::string bad = writeFile("bad.yaml", "version: 1\nsegments: 3\n");
@@ -235,14 +327,8 @@ TEST_F(ControlPrivilegedTest, DiffOfAPolicyDirectoryNamesTheFileOfEachChange) {
 TEST_F(ControlPrivilegedTest, FlowsFollowShowsAFlowMadeWhileFollowing) {
   serveTcp(7001);
   startAgent();
-  auto follower = Subprocess::start({MSEG_MICROSEGCTL, "flows", "--follow", "--workload",
-                                     "client", "--last", "0", "--socket",
-                                     agent_->controlSocket()});
+  auto follower = follow({"--workload", "client", "--last", "0"});
   ASSERT_TRUE(follower);
-  ASSERT_TRUE(pollUntil(10s, [&] {
-    (void)follower->wait(50ms);
-    return follower->out().find("TIME") != std::string::npos;
-  })) << follower->err();
 
   ASSERT_EQ(connectFrom(client(), kServer4, 7001), 0);
 
@@ -253,6 +339,91 @@ TEST_F(ControlPrivilegedTest, FlowsFollowShowsAFlowMadeWhileFollowing) {
                                      "app/client-to-server-tcp"});
   })) << follower->out() << follower->err();
   EXPECT_TRUE(follower->running()) << follower->err();
+}
+
+// Each follower holds one of the control server's threads for as long as it follows: past the
+// limit they are refused, naming it, so that nobody is locked out of `status`.
+TEST_F(ControlPrivilegedTest, FollowersPastTheLimitAreRefusedAndOtherCallsStillAnswer) {
+  startAgent();
+  std::vector<Subprocess> followers;
+  for (int i = 0; i < 12; i++) {
+    auto follower = Subprocess::start({MSEG_MICROSEGCTL, "flows", "--follow", "--last", "0",
+                                       "--socket", agent_->controlSocket()});
+    ASSERT_TRUE(follower);
+    followers.push_back(std::move(*follower));
+  }
+  size_t refused = 0;
+  ASSERT_TRUE(pollUntil(20s, [&] {
+    refused = 0;
+    for (auto& follower : followers) {
+      (void)follower.wait(10ms);
+      refused += follower.running() ? 0 : 1;
+    }
+    return refused >= 4;
+  }));
+
+  auto status = ctl({"status"});
+  auto workloads = ctl({"workloads"});
+
+  EXPECT_EQ(refused, 4u);
+  for (auto& follower : followers) {
+    if (!follower.running()) {
+      EXPECT_EQ(*follower.wait(0ms), 1);
+      EXPECT_NE(follower.err().find("the agent already serves 8 `flows --follow` callers, the "
+                                    "most it serves at once"),
+                std::string::npos) << follower.err();
+    }
+  }
+  EXPECT_EQ(status.status, 0) << status.err;
+  EXPECT_EQ(workloads.status, 0) << workloads.err;
+}
+
+// A follower that reads slower than records come misses those that leave the agent's ring;
+// it is told how many, on stderr, and its output goes on.
+TEST_F(ControlPrivilegedTest, SlowFollowerIsToldHowManyRecordsItSkipped) {
+  serveUdp(7001);
+  startAgent();
+  auto follower = follow({"--last", "0"});
+  ASSERT_TRUE(follower);
+
+  // Nobody reads the follower's output meanwhile: its pipe fills and it stops reading the
+  // stream, while each datagram from a new socket (a new port) makes two records, a start on
+  // both hosts: far more than the ring and what gRPC buffers on the way hold.
+  ASSERT_EQ(*runIn(client(), [] {
+    auto server = makeSocketAddress(kServer4, 7001);
+    for (int i = 0; i < 15000; i++) {
+      UniqueFd socket(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+      if (sendto(socket.get(), "x", 1, 0, server->get(), server->length) != 1) {
+        return errno;
+      }
+    }
+    return 0;
+  }, 120s), 0);
+
+  EXPECT_TRUE(pollUntil(30s, [&] {
+    (void)follower->wait(50ms);
+    return follower->err().find("microsegctl: skipped ") != std::string::npos;
+  })) << follower->err();
+  EXPECT_NE(follower->err().find(" flow records: they left the agent's ring of the last 4096 "
+                                 "before this reader took them"),
+            std::string::npos) << follower->err();
+  EXPECT_TRUE(follower->running());
+}
+
+// The agent stopping ends every follow: the follower says so and exits 1, so a script that
+// watches flows notices.
+TEST_F(ControlPrivilegedTest, FollowerExitsNonZeroWhenTheAgentStops) {
+  startAgent();
+  auto follower = follow();
+  ASSERT_TRUE(follower);
+
+  ASSERT_TRUE(agent_->stop());
+  auto status = follower->wait(10s);
+
+  ASSERT_TRUE(status) << "the follower still runs after the agent stopped";
+  EXPECT_EQ(*status, 1);
+  EXPECT_EQ(follower->err(), "microsegctl: the agent at " + agent_->controlSocket() +
+                                 " ended the flow stream: microsegd stopped or restarted\n");
 }
 
 TEST_F(ControlPrivilegedTest, FlowsFilterByVerdict) {
