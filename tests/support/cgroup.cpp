@@ -123,6 +123,35 @@ void killSubtree(const fs::path& root) {
 
 }  // namespace
 
+bool killCgroupTree(const fs::path& path) {
+  killSubtree(path);
+  bool emptied = pollUntil(kEmptyTimeout, [&] { return !isPopulated(path); });
+  if (!emptied) {
+    std::fprintf(stderr, "warning: processes remain in test cgroup %s\n", path.c_str());
+  }
+  return emptied;
+}
+
+bool removeCgroupTree(const fs::path& path) {
+  bool emptied = killCgroupTree(path);
+
+  // rmdir can briefly fail with EBUSY while killed tasks finish exiting.
+  bool all_removed = true;
+  for (const auto& dir : subtreeBottomUp(path)) {
+    bool removed = pollUntil(
+        kEmptyTimeout, [&] { return rmdir(dir.c_str()) == 0 || errno == ENOENT; },
+        milliseconds(20));
+    if (!removed) {
+      std::fprintf(stderr, "warning: test cgroup left behind: %s: %s\n", dir.c_str(),
+                   std::strerror(errno));
+      all_removed = false;
+    }
+  }
+  return emptied && all_removed;
+}
+
+fs::path testCgroupRoot(const fs::path& mount) { return mount / kTestRoot; }
+
 Result<fs::path> findCgroup2Mount() {
   std::ifstream mounts("/proc/mounts");
   if (!mounts) {
@@ -144,7 +173,7 @@ Result<TestCgroup> TestCgroup::create() {
   if (!mount) {
     return mount.error();
   }
-  fs::path root = *mount / kTestRoot;
+  fs::path root = testCgroupRoot(*mount);
   fs::path path = root / uniqueName();
 
   // Another test's cleanup may remove the shared root between our two mkdir calls.
@@ -181,22 +210,7 @@ void TestCgroup::destroy() {
     return;
   }
   fs::path path = std::exchange(path_, fs::path());
-
-  killSubtree(path);
-  if (!pollUntil(kEmptyTimeout, [&] { return !isPopulated(path); })) {
-    std::fprintf(stderr, "warning: processes remain in test cgroup %s\n", path.c_str());
-  }
-
-  // rmdir can briefly fail with EBUSY while killed tasks finish exiting.
-  for (const auto& dir : subtreeBottomUp(path)) {
-    bool removed = pollUntil(
-        kEmptyTimeout, [&] { return rmdir(dir.c_str()) == 0 || errno == ENOENT; },
-        milliseconds(20));
-    if (!removed) {
-      std::fprintf(stderr, "warning: test cgroup left behind: %s: %s\n", dir.c_str(),
-                   std::strerror(errno));
-    }
-  }
+  removeCgroupTree(path);
   // Fails while other tests still use it, which is fine.
   rmdir((mount_ / kTestRoot).c_str());
 }

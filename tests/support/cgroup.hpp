@@ -18,6 +18,18 @@ namespace mseg::testing {
 // a pure v2 host, /sys/fs/cgroup/unified on a hybrid one. Fails when none is mounted.
 Result<std::filesystem::path> findCgroup2Mount();
 
+// `<cgroup2 mount>/microseg-test`, the parent of every test cgroup.
+std::filesystem::path testCgroupRoot(const std::filesystem::path& mount);
+
+// Kills every process in the cgroup `path` and below (cgroup.kill, or SIGKILL to each pid on
+// kernels before 5.14) and waits up to 5 s for them to leave. Returns whether they left; if
+// not, says so on stderr.
+bool killCgroupTree(const std::filesystem::path& path);
+
+// killCgroupTree, then removes the directories deepest first. Returns whether everything went;
+// what stays is named on stderr.
+bool removeCgroupTree(const std::filesystem::path& path);
+
 // A cgroup `<cgroup2 mount>/microseg-test/mseg-t-<pid>-<n>` owned by the test, with any children
 // it creates. The destructor kills every process left in the subtree (through cgroup.kill, which
 // kernels since 5.14 have; on older ones by SIGKILL to each listed pid until none is left), waits

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <utility>
 
+#include "support/leftovers.hpp"
 #include "support/poll.hpp"
 #include "support/subprocess.hpp"
 
@@ -58,6 +59,9 @@ bool linkIsUp(const NetNamespace& ns, const std::string& name) {
 std::string ownedNamePrefix() { return "mseg-t-" + std::to_string(getpid()) + "-"; }
 
 std::string uniqueName() {
+  // Every object a test creates is named here first: the place to clear up after killed runs
+  // before this process adds its own.
+  sweepLeftoversOnce();
   static std::atomic<int> counter{0};
   return ownedNamePrefix() + std::to_string(counter++);
 }

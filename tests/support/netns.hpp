@@ -17,7 +17,8 @@ namespace mseg::testing {
 // "mseg-t-<pid>-": the start of every namespace and cgroup name this process creates.
 std::string ownedNamePrefix();
 
-// A unique name for this process: ownedNamePrefix() followed by a counter.
+// A unique name for this process: ownedNamePrefix() followed by a counter. The first call in a
+// process removes what killed test processes left behind (sweepLeftoversOnce, leftovers.hpp).
 std::string uniqueName();
 
 // Whether `cidr` ("198.18.7.1/24", "fd00:7::1/64") lies in the ranges tests may use:
