@@ -176,6 +176,34 @@ std::optional<tv1::Verdict> verdictFilter(const std::string& word) {
   return std::nullopt;
 }
 
+std::vector<std::string> cgroupPaths(
+    const std::shared_ptr<const std::vector<CgroupEntry>>& cgroups) {
+  std::vector<std::string> paths;
+  if (cgroups) {
+    for (const auto& cgroup : *cgroups) {
+      paths.push_back(cgroup.relative_path);
+    }
+  }
+  return paths;
+}
+
+void addCgroupChanges(const policy::PolicyDiff& diff, cv1::PolicyDiff& reply) {
+  for (const auto& cgroup : diff.cgroups) {
+    if (reply.cgroups_size() == kMaxPathChanges) {
+      reply.set_cgroups_truncated(true);
+      break;
+    }
+    auto* change = reply.add_cgroups();
+    change->set_cgroup(cgroup.cgroup);
+    change->set_old_workload(cgroup.old_workload);
+    change->set_new_workload(cgroup.new_workload);
+    change->set_cgroups_below(cgroup.cgroups_below);
+  }
+  for (const auto& workload : diff.removed_workloads) {
+    reply.add_removed_workloads(workload);
+  }
+}
+
 }  // namespace
 
 void ControlState::publishPolicy(std::shared_ptr<const policy::CompiledPolicy> policy,
@@ -307,7 +335,9 @@ struct ControlServer::Service final : cv1::Control::Service {
     }
     reply.set_new_hash(proposed->content_hash);
 
-    const policy::PolicyDiff diff = policy::diffPolicies(*snapshot.policy, *proposed);
+    const policy::PolicyDiff diff =
+        policy::diffPolicies(*snapshot.policy, *proposed, cgroupPaths(snapshot.cgroups));
+    addCgroupChanges(diff, reply);
     for (const auto& rule : diff.rules) {
       auto* change = reply.add_rules();
       change->set_rule(rule.rule);

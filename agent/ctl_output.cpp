@@ -225,6 +225,67 @@ std::optional<std::string> allExcept(const std::vector<const cv1::PathChange*>& 
   return fmt::format("any traffic except {}", fmt::join(holes, ", "));
 }
 
+std::string workloadOrUnmanaged(const std::string& workload) {
+  return workload.empty() ? "(unmanaged)" : workload;
+}
+
+std::string cgroupAndBelow(const cv1::CgroupChange& change) {
+  std::string cgroup = change.cgroup().empty() ? "(attach cgroup)" : change.cgroup();
+  if (change.cgroups_below() > 0) {
+    cgroup += fmt::format(" (and {} below)", change.cgroups_below());
+  }
+  return cgroup;
+}
+
+// "cgroups a, b become workload x; cgroup c becomes unmanaged" for a removed workload.
+std::string fateOfCgroups(const cv1::PolicyDiff& diff, const std::string& workload) {
+  constexpr size_t kMostNamed = 5;
+  std::map<std::string, std::vector<std::string>> cgroups_by_new;
+  for (const auto& change : diff.cgroups()) {
+    if (change.old_workload() == workload) {
+      cgroups_by_new[change.new_workload()].push_back(cgroupAndBelow(change));
+    }
+  }
+  if (cgroups_by_new.empty()) {
+    return "no cgroup of this host belongs to it";
+  }
+  std::vector<std::string> parts;
+  for (auto& [new_workload, cgroups] : cgroups_by_new) {
+    const size_t count = cgroups.size();
+    if (count > kMostNamed) {
+      cgroups.resize(kMostNamed);
+      cgroups.push_back(fmt::format("{} more", count - kMostNamed));
+    }
+    parts.push_back(fmt::format("{} {} {} {}", count == 1 ? "cgroup" : "cgroups",
+                                fmt::join(cgroups, ", "), count == 1 ? "becomes" : "become",
+                                new_workload.empty() ? "unmanaged" : "workload " + new_workload));
+  }
+  return fmt::format("{}", fmt::join(parts, "; "));
+}
+
+// Which cgroups change hands comes first: it is what a restructured policy does to the host,
+// and it explains the path changes below it.
+void appendCgroupChanges(const cv1::PolicyDiff& diff, std::string& text) {
+  if (diff.cgroups_size() > 0) {
+    Table cgroups({"CGROUP", "WORKLOAD BEFORE", "AFTER"});
+    for (const auto& change : diff.cgroups()) {
+      cgroups.add({cgroupAndBelow(change), workloadOrUnmanaged(change.old_workload()),
+                   workloadOrUnmanaged(change.new_workload())});
+    }
+    text += "\n" + cgroups.render();
+    if (diff.cgroups_truncated()) {
+      text += fmt::format("(only the first {} cgroups are shown)\n", diff.cgroups_size());
+    }
+  }
+  if (diff.removed_workloads_size() > 0) {
+    text += "\n";
+    for (const auto& workload : diff.removed_workloads()) {
+      text +=
+          line(fmt::format("workload removed: {}: {}", workload, fateOfCgroups(diff, workload)));
+    }
+  }
+}
+
 std::string verdictByRule(const std::string& verdict, const std::string& rule) {
   if (rule.empty()) {
     return verdict;
@@ -439,9 +500,11 @@ std::string renderDiff(const cv1::PolicyDiff& diff, const std::string& file) {
   std::string text = line(fmt::format("running policy version {} (sha256 {}) -> {} (sha256 {})",
                                       diff.running_version(), shortHash(diff.running_hash()),
                                       file, shortHash(diff.new_hash())));
-  if (diff.rules_size() == 0 && diff.paths_size() == 0) {
+  if (diff.rules_size() == 0 && diff.paths_size() == 0 && diff.cgroups_size() == 0 &&
+      diff.removed_workloads_size() == 0) {
     return text + "no changes: both enforce the same verdicts\n";
   }
+  appendCgroupChanges(diff, text);
   if (diff.rules_size() > 0) {
     Table rules({"RULE", "CHANGE", "VERDICT", "WHERE", "DETAIL"});
     for (const auto& rule : diff.rules()) {

@@ -1,9 +1,10 @@
 #include "kernel_state.hpp"
 
 #include <arpa/inet.h>
-#include <fnmatch.h>
 
 #include <set>
+
+#include "mseg/policy/compiler.hpp"
 
 namespace mseg::agent {
 namespace {
@@ -135,18 +136,8 @@ std::vector<WorkloadBinding> bindWorkloads(const policy::CompiledPolicy& policy,
                                            const std::vector<CgroupEntry>& cgroups) {
   std::vector<WorkloadBinding> bindings;
   for (const auto& cgroup : cgroups) {
-    for (const auto& workload : policy.workloads) {
-      bool selected = false;
-      for (const auto& pattern : workload.cgroup_patterns) {
-        if (fnmatch(pattern.c_str(), cgroup.relative_path.c_str(), FNM_PATHNAME) == 0) {
-          selected = true;
-          break;
-        }
-      }
-      if (selected) {
-        bindings.push_back({cgroup.id, cgroup.relative_path, workload.id});
-        break;
-      }
+    if (const auto* workload = policy::workloadOfCgroup(policy, cgroup.relative_path)) {
+      bindings.push_back({cgroup.id, cgroup.relative_path, workload->id});
     }
   }
   return bindings;

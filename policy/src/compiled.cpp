@@ -62,6 +62,13 @@ std::vector<const VerdictEntry*> entriesOf(const CompiledPolicy& policy, Directi
   return found;
 }
 
+bool matchesCgroupPattern(const CompiledWorkload& workload, const std::string& path) {
+  return std::any_of(workload.cgroup_patterns.begin(), workload.cgroup_patterns.end(),
+                     [&](const std::string& pattern) {
+                       return fnmatch(pattern.c_str(), path.c_str(), FNM_PATHNAME) == 0;
+                     });
+}
+
 }  // namespace
 
 // As bpf/lib/policy.bpf.h: an unmanaged direction is not judged at all; a managed one takes
@@ -128,11 +135,18 @@ bool workloadSelects(const CompiledWorkload& workload, std::string_view cgroup_p
     return true;
   }
 
-  std::string path(cgroup_path);
-  return std::any_of(workload.cgroup_patterns.begin(), workload.cgroup_patterns.end(),
-                     [&](const std::string& pattern) {
-                       return fnmatch(pattern.c_str(), path.c_str(), FNM_PATHNAME) == 0;
-                     });
+  return matchesCgroupPattern(workload, std::string(cgroup_path));
+}
+
+const CompiledWorkload* workloadOfCgroup(const CompiledPolicy& policy,
+                                         std::string_view cgroup_path) {
+  const std::string path(cgroup_path);
+  for (const auto& workload : policy.workloads) {
+    if (matchesCgroupPattern(workload, path)) {
+      return &workload;
+    }
+  }
+  return nullptr;
 }
 
 }  // namespace mseg::policy

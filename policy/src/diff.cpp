@@ -1,5 +1,6 @@
-// Policy diff: rules by name, then, for every workload and direction, the verdict over each
-// peer, protocol and port range in the running and the proposed policy.
+// Policy diff: rules by name, the workload of each cgroup of the host, then, for every workload
+// and direction, the verdict over each peer, protocol and port range in the running and the
+// proposed policy.
 //
 // Verdicts only change at the edges of some entry's port block, so each (workload, direction,
 // peer, protocol) is cut at those edges and judged once per piece with decideAmong(), the same
@@ -15,6 +16,8 @@
 #include <unordered_map>
 
 #include <fmt/format.h>
+
+#include "mseg/policy/compiler.hpp"
 
 namespace mseg::policy {
 namespace {
@@ -414,6 +417,66 @@ std::vector<RuleChange> diffRules(const Side& before, const Side& after) {
   return changes;
 }
 
+std::string parentOf(const std::string& cgroup) {
+  auto slash = cgroup.rfind('/');
+  return slash == std::string::npos ? std::string() : cgroup.substr(0, slash);
+}
+
+// The workload of every cgroup as the kernel finds it: the cgroup's own, else its deepest
+// selected ancestor's. Parents are looked up before children because a parent's path sorts
+// before its children's.
+class CgroupOwners {
+public:
+  explicit CgroupOwners(const CompiledPolicy& policy) : policy_(policy) {}
+
+  const std::string& of(const std::string& cgroup) {
+    if (auto known = owner_.find(cgroup); known != owner_.end()) {
+      return known->second;
+    }
+    std::string owner;
+    if (const auto* workload = workloadOfCgroup(policy_, cgroup)) {
+      owner = workload->name;
+    } else if (!cgroup.empty()) {
+      owner = of(parentOf(cgroup));
+    }
+    return owner_.emplace(cgroup, std::move(owner)).first->second;
+  }
+
+private:
+  const CompiledPolicy& policy_;
+  std::unordered_map<std::string, std::string> owner_;
+};
+
+std::vector<CgroupChange> diffCgroups(const CompiledPolicy& running, const CompiledPolicy& proposed,
+                                      std::vector<std::string> cgroups) {
+  std::sort(cgroups.begin(), cgroups.end());
+  CgroupOwners before(running);
+  CgroupOwners after(proposed);
+  std::vector<CgroupChange> changes;
+  // A cgroup whose change is its parent's is folded into the parent's line: a workload of
+  // `system.slice` would otherwise list every service below it.
+  std::unordered_map<std::string, size_t> line_of;
+  for (const auto& cgroup : cgroups) {
+    const std::string& old_workload = before.of(cgroup);
+    const std::string& new_workload = after.of(cgroup);
+    if (old_workload == new_workload) {
+      continue;
+    }
+    if (!cgroup.empty()) {
+      auto parent = line_of.find(parentOf(cgroup));
+      if (parent != line_of.end() && changes[parent->second].old_workload == old_workload &&
+          changes[parent->second].new_workload == new_workload) {
+        changes[parent->second].cgroups_below += 1;
+        line_of.emplace(cgroup, parent->second);
+        continue;
+      }
+    }
+    line_of.emplace(cgroup, changes.size());
+    changes.push_back({cgroup, old_workload, new_workload, 0});
+  }
+  return changes;
+}
+
 bool passes(Verdict verdict) { return verdict != Verdict::Deny; }
 
 }  // namespace
@@ -434,16 +497,25 @@ bool PathChange::opens() const { return !passes(old_verdict) && passes(new_verdi
 
 bool PathChange::closes() const { return passes(old_verdict) && !passes(new_verdict); }
 
-PolicyDiff diffPolicies(const CompiledPolicy& running, const CompiledPolicy& proposed) {
+PolicyDiff diffPolicies(const CompiledPolicy& running, const CompiledPolicy& proposed,
+                        const std::vector<std::string>& cgroups) {
   Side before(running);
   Side after(proposed);
   PolicyDiff diff;
   diff.rules = diffRules(before, after);
+  diff.cgroups = diffCgroups(running, proposed, cgroups);
 
+  // A removed workload's paths would all read "opens ... unmanaged", port by port, although its
+  // cgroups may now be another workload's: what they become is in `cgroups` instead.
   std::set<std::string> workloads;
   for (const auto& workload : running.workloads) {
-    workloads.insert(workload.name);
+    if (after.workload(workload.name) != nullptr) {
+      workloads.insert(workload.name);
+    } else if (workload.egress_managed || workload.ingress_managed) {
+      diff.removed_workloads.push_back(workload.name);
+    }
   }
+  std::sort(diff.removed_workloads.begin(), diff.removed_workloads.end());
   for (const auto& workload : proposed.workloads) {
     workloads.insert(workload.name);
   }

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <string>
+#include <vector>
 
 #include "mseg/policy/compiler.hpp"
 #include "mseg/policy/diff.hpp"
@@ -182,6 +183,93 @@ TEST(PolicyDiffTest, SwitchingASegmentToAuditMakesItsDeniesReportOnly) {
             nullptr);
   EXPECT_NE(findPath(diff, "app", Direction::Egress, "db-hosts", PathProtocol::Tcp, 5433),
             nullptr);
+}
+
+// The restructuring an operator may try: one workload for every top-level cgroup.
+constexpr const char* kEverything = R"(version: 1
+workloads:
+  - name: everything
+    cgroup: "*"
+    labels: {role: all}
+inventory:
+  - name: db-hosts
+    cidrs: [198.18.0.10/32]
+    labels: {role: db}
+segments:
+  - name: core
+    rules:
+      - name: all-to-db
+        from: {role: all}
+        to: {role: db}
+        protocol: tcp
+        ports: [5432]
+)";
+
+const CgroupChange* findCgroup(const PolicyDiff& diff, const std::string& cgroup) {
+  auto found = std::find_if(diff.cgroups.begin(), diff.cgroups.end(),
+                            [&](const CgroupChange& change) { return change.cgroup == cgroup; });
+  return found == diff.cgroups.end() ? nullptr : &*found;
+}
+
+TEST(PolicyDiffTest, RemovedWorkloadsShowWhereTheirCgroupsGoInsteadOfOpenings) {
+  const std::vector<std::string> cgroups = {"",           "app.service", "app.service/worker",
+                                            "db.service", "ssh.service", "user.slice"};
+
+  auto diff = diffPolicies(compile(withRules("")), compile(kEverything), cgroups);
+
+  EXPECT_EQ(diff.removed_workloads, (std::vector<std::string>{"app", "db"}));
+  for (const auto& path : diff.paths) {
+    EXPECT_EQ(path.workload, "everything") << path.workload;
+  }
+  const CgroupChange* app = findCgroup(diff, "app.service");
+  ASSERT_NE(app, nullptr);
+  EXPECT_EQ(app->old_workload, "app");
+  EXPECT_EQ(app->new_workload, "everything");
+  EXPECT_EQ(app->cgroups_below, 1u);  // app.service/worker changes alike
+  EXPECT_EQ(findCgroup(diff, "app.service/worker"), nullptr);
+  // "*" also matches the empty path of the attach cgroup, as when the agent binds cgroups; the
+  // unmanaged cgroups below it change alike and are folded into its line.
+  const CgroupChange* root = findCgroup(diff, "");
+  ASSERT_NE(root, nullptr);
+  EXPECT_EQ(root->old_workload, "");
+  EXPECT_EQ(root->new_workload, "everything");
+  EXPECT_EQ(root->cgroups_below, 2u);  // ssh.service and user.slice
+  EXPECT_EQ(findCgroup(diff, "ssh.service"), nullptr);
+  EXPECT_EQ(diff.cgroups.size(), 3u);
+}
+
+TEST(PolicyDiffTest, CgroupBelowASelectedOneKeepsItsAncestorsWorkload) {
+  std::string nested = withRules("");
+  nested.replace(nested.find("cgroup: db.service"), 18, "cgroup: app.service/db");
+  const std::vector<std::string> cgroups = {"app.service", "app.service/db", "app.service/db/x",
+                                            "db.service"};
+
+  auto diff = diffPolicies(compile(withRules("")), compile(nested), cgroups);
+
+  EXPECT_TRUE(diff.removed_workloads.empty());
+  const CgroupChange* moved = findCgroup(diff, "app.service/db");
+  ASSERT_NE(moved, nullptr);
+  EXPECT_EQ(moved->old_workload, "app");
+  EXPECT_EQ(moved->new_workload, "db");
+  EXPECT_EQ(moved->cgroups_below, 1u);
+  const CgroupChange* left = findCgroup(diff, "db.service");
+  ASSERT_NE(left, nullptr);
+  EXPECT_EQ(left->new_workload, "");
+  EXPECT_EQ(findCgroup(diff, "app.service"), nullptr);
+}
+
+TEST(PolicyDiffTest, UnmanagedWorkloadRemovedIsNoChange) {
+  std::string spare = kBase;
+  spare.replace(
+      spare.find("inventory:"), 10,
+      "  - name: spare\n    cgroup: spare.service\n    labels: {role: spare}\ninventory:");
+
+  auto diff = diffPolicies(compile(spare), compile(kBase), {"spare.service"});
+
+  EXPECT_TRUE(diff.removed_workloads.empty());
+  EXPECT_TRUE(diff.paths.empty());
+  ASSERT_EQ(diff.cgroups.size(), 1u);  // it is a fact about the host, if no verdict changes
+  EXPECT_EQ(diff.cgroups[0].old_workload, "spare");
 }
 
 }  // namespace

@@ -53,4 +53,10 @@ std::vector<PortBlock> portBlocks(uint16_t first, uint16_t last);
 // of which none exists on this host: then it selects nothing.
 bool workloadSelects(const CompiledWorkload& workload, std::string_view cgroup_path, uint32_t uid);
 
+// The workload a cgroup belongs to: the first in policy order with a cgroup glob that matches
+// `cgroup_path` (as in workloadSelects); nullptr when none has. Workloads selected by user alone
+// (no cgroup patterns) own no cgroup.
+const CompiledWorkload* workloadOfCgroup(const CompiledPolicy& policy,
+                                         std::string_view cgroup_path);
+
 }  // namespace mseg::policy

@@ -47,14 +47,33 @@ struct PathChange {
   bool closes() const;
 };
 
+// A cgroup of this host that belongs to another workload under the proposed policy: the
+// workload that selects it, else the one of its deepest selected ancestor, as in the kernel. An
+// empty name means none: it is unmanaged.
+struct CgroupChange {
+  std::string cgroup;  // relative to the attach cgroup ("" is that cgroup itself)
+  std::string old_workload;
+  std::string new_workload;
+  // Cgroups below this one with the same change, folded into this line.
+  uint32_t cgroups_below = 0;
+};
+
 struct PolicyDiff {
-  std::vector<RuleChange> rules;  // by rule name
+  std::vector<RuleChange> rules;      // by rule name
+  std::vector<CgroupChange> cgroups;  // by cgroup path
+  // Workloads of the running policy that the proposed one lacks and that some rule managed.
+  // Their traffic is told by `cgroups` (what selects their cgroups now) instead of `paths`.
+  std::vector<std::string> removed_workloads;
   std::vector<PathChange> paths;  // by workload, direction, peer, protocol, port
 };
 
-// Compares `running` with `proposed`. Workloads and peers are matched by name, so renumbered
-// identities do not count as changes. A peer that behaves exactly like the `any` row in both
-// policies is not listed by itself. Pure computation; thread-safe for distinct arguments.
-PolicyDiff diffPolicies(const CompiledPolicy& running, const CompiledPolicy& proposed);
+// Compares `running` with `proposed` on a host whose cgroups are `cgroups` (paths relative to
+// the attach cgroup). Workloads and peers are matched by name, so renumbered identities do not
+// count as changes. A peer that behaves exactly like the `any` row in both policies is not
+// listed by itself. A removed workload gets no path changes: its cgroups now belong to another
+// workload (whose paths are listed) or to none. Pure computation; thread-safe for distinct
+// arguments.
+PolicyDiff diffPolicies(const CompiledPolicy& running, const CompiledPolicy& proposed,
+                        const std::vector<std::string>& cgroups = {});
 
 }  // namespace mseg::policy
