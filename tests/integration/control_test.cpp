@@ -221,6 +221,47 @@ TEST_F(ControlPrivilegedTest, DiffShowsTheOpenedAndClosedPathsWithoutApplyingThe
   EXPECT_EQ(connectFrom(client(), kServer4, 7001), 0);
 }
 
+// One workload for every top-level cgroup in place of the per-service ones: the diff must say
+// first which cgroups change hands, and tell the removed workloads by their cgroups rather than
+// as openings port by port.
+TEST_F(ControlPrivilegedTest, DiffOfARestructuredPolicyTellsCgroupsAndRemovedWorkloadsFirst) {
+  startAgent();
+  const std::string everything = writeFile("everything.yaml", R"(version: 1
+workloads:
+  - name: everything
+    cgroup: "*"
+    labels: {role: all}
+inventory:
+  - name: server-host
+    cidrs: [198.18.61.2/32]
+    labels: {role: server}
+segments:
+  - name: app
+    rules:
+      - name: all-to-server
+        from: {role: all}
+        to: {role: server}
+        protocol: tcp
+        ports: [7001]
+)");
+
+  auto table = ctl({"policy", "diff", everything});
+
+  EXPECT_EQ(table.status, 1) << table.err;
+  EXPECT_TRUE(hasLine(table.out, {"client.service (and 1 below)", "client", "everything"}))
+      << table.out;
+  EXPECT_TRUE(hasLine(table.out, {"server.service", "server", "everything"})) << table.out;
+  EXPECT_TRUE(hasLine(table.out, {"workload removed: client: cgroup client.service (and 1 "
+                                  "below) becomes workload everything"}))
+      << table.out;
+  EXPECT_TRUE(hasLine(table.out, {"workload removed: batch: no cgroup of this host belongs to it"}))
+      << table.out;
+  EXPECT_LT(table.out.find("CGROUP"), table.out.find("PATH")) << table.out;
+  EXPECT_FALSE(hasLine(table.out, {"opens", "client", "egress"})) << table.out;
+  EXPECT_TRUE(hasLine(table.out, {"closes", "everything", "egress", "any", "any traffic"}))
+      << table.out;
+}
+
 // The agent compiles what `policy diff` sends: a caller must not make it allocate without
 // bound, neither with one huge policy nor with many at once.
 TEST_F(ControlPrivilegedTest, DiffOfAPolicyPastTheSizeLimitIsRefusedBeforeSending) {
