@@ -436,6 +436,15 @@ std::optional<uint64_t> YamlReader::readUnsigned(const YamlNode& node, std::stri
   if (node.isScalar() && node.plain) {
     value = parseDecimal(node.text);
   }
+  // "-5" is a number to the reader, not the string kindName() would call it.
+  const bool negative = node.isScalar() && node.plain && node.text.size() > 1 &&
+                        node.text.front() == '-' && parseDecimal(node.text.substr(1));
+  if (negative) {
+    error(node.position, fmt::format("`{}` must be between {} and {}, found {}: negative numbers "
+                                     "are not allowed",
+                                     field, min, max, node.text));
+    return std::nullopt;
+  }
   if (!value) {
     reportWrongKind(node, field, "a number");
     return std::nullopt;

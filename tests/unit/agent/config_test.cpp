@@ -45,6 +45,21 @@ TEST_F(ConfigTest, FlagsOverrideTheConfigFile) {
   EXPECT_EQ(command->config.stats_interval_s, 5u);
 }
 
+TEST_F(ConfigTest, NegativeNumberIsCalledNegativeNotAString) {
+  auto config = writeConfig("policy: /etc/a.yaml\nstats_interval: -5\n");
+
+  auto command = parse({"--config", config});
+
+  ASSERT_FALSE(command);
+  EXPECT_NE(command.error().message().find(config + ":2:17: error: `stats_interval` must be "
+                                           "between 0 and 86400, found -5: negative numbers "
+                                           "are not allowed"),
+            std::string::npos)
+      << command.error().message();
+  EXPECT_EQ(command.error().message().find("string"), std::string::npos)
+      << command.error().message();
+}
+
 TEST_F(ConfigTest, ConfigPathThatIsADirectoryIsRefused) {
   // Read as an empty file, a directory would start the agent on defaults.
   auto command = parse({"--config", "/tmp", "--policy", "/etc/b.yaml"});

@@ -180,7 +180,8 @@ TEST_F(YamlTreeTest, ReaderReadsNumbersWithinRangeOnly) {
   EXPECT_THAT(problems(),
               ElementsAre("t.yaml:2:6: error: `big` must be between 1 and 65535, found 70000",
                           "t.yaml:3:9: error: expected a number for `quoted`, found a string",
-                          "t.yaml:4:6: error: expected a number for `neg`, found a string"));
+                          "t.yaml:4:6: error: `neg` must be between 0 and 100, found -1: "
+                          "negative numbers are not allowed"));
 }
 
 TEST_F(YamlTreeTest, ReaderReadsBooleansAndChoices) {
