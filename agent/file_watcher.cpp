@@ -159,8 +159,23 @@ FileWatcher::Event FileWatcher::classify(const inotify_event& event) const {
     return Event::None;
   }
   // A removal counts in a policy directory only: a single policy file that goes away keeps
-  // its last version enforcing, as it always has.
-  return policy_file ? Event::Removal : Event::None;
+  // its last version enforcing, as it always has, and is only reported.
+  if (policy_file) {
+    return Event::Removal;
+  }
+  return (event.mask & (IN_DELETE | IN_MOVED_FROM)) ? Event::Gone : Event::None;
+}
+
+void FileWatcher::warnIfPolicyGone() {
+  // A removed link whose name is back (pointed elsewhere) leaves a path that still resolves.
+  if (policy_gone_ || access(path_.c_str(), F_OK) == 0) {
+    return;
+  }
+  policy_gone_ = true;
+  logger("policy")->warn("policy file is gone, the last applied version keeps enforcing; restore "
+                         "the file to change the policy, `microsegctl uninstall` stops "
+                         "enforcement path={}",
+                         path_);
 }
 
 FileWatcher::Event FileWatcher::readEvents() {
@@ -186,16 +201,22 @@ FileWatcher::Event FileWatcher::readEvents() {
 bool FileWatcher::changed() {
   Event seen = readEvents();
   auto deadline = std::chrono::steady_clock::now() + kLongestWait;
-  while (seen == Event::Removal && std::chrono::steady_clock::now() < deadline) {
+  while ((seen == Event::Removal || seen == Event::Gone) &&
+         std::chrono::steady_clock::now() < deadline) {
     pollfd pending{fd_, POLLIN, 0};
     if (poll(&pending, 1, static_cast<int>(kQuietPeriod.count())) <= 0) {
       break;
     }
     seen = std::max(seen, readEvents());
   }
+  if (seen == Event::Gone) {
+    warnIfPolicyGone();
+    return false;
+  }
   if (seen == Event::None) {
     return false;
   }
+  policy_gone_ = false;
   // Links may point elsewhere now, and new policy files may be links.
   if (auto armed = arm(); !armed) {
     logger("agent")->warn("cannot watch the policy, its changes need SIGHUP err={}",

@@ -35,6 +35,11 @@ public:
   // followed by one with it. Watches follow links pointed elsewhere. Call when fd() is readable.
   bool changed();
 
+  // Whether the policy path went away (deleted, or a link in its chain removed) and nothing has
+  // replaced it yet. The agent keeps enforcing the last version it applied; changed() warns once
+  // when it notices.
+  bool policyGone() const { return policy_gone_; }
+
 private:
   // What one watched directory is watched for.
   struct Watch {
@@ -42,17 +47,20 @@ private:
     bool policy_files = false;    // and every policy file name
   };
   // Ordered by what a batch of events amounts to: a new version of a file outweighs a removal.
-  enum class Event : uint8_t { None, Removal, Content };
+  // Gone: a name of a single policy file's path removed, which reloads nothing.
+  enum class Event : uint8_t { None, Gone, Removal, Content };
 
   Status arm();
   void watchLinkChain(std::string path, std::map<std::string, Watch>& wanted) const;
   Event classify(const inotify_event& event) const;
   Event readEvents();
+  void warnIfPolicyGone();
 
   int fd_ = -1;
   std::string path_;                        // absolute, links not resolved
   std::map<int, Watch> watches_;            // by watch descriptor
   std::map<int, std::string> directories_;  // by watch descriptor, for lstat of created names
+  bool policy_gone_ = false;
 };
 
 }  // namespace mseg::agent

@@ -65,6 +65,32 @@ TEST_F(FileWatcherTest, SeesAPolicyFileWrittenOrRenamedOverButNotItsNeighbours) 
   EXPECT_FALSE(changedNow(watcher));  // the last version keeps enforcing
 }
 
+TEST_F(FileWatcherTest, NoticesADeletedPolicyFileWithoutReloadingUntilItComesBack) {
+  write("etc/policy.yaml");
+  FileWatcher watcher;
+  ASSERT_TRUE(watcher.start(at("etc/policy.yaml")).ok());
+
+  fs::remove(at("etc/policy.yaml"));
+  EXPECT_FALSE(changedNow(watcher));
+  EXPECT_TRUE(watcher.policyGone());
+  write("etc/policy.yaml");
+
+  EXPECT_TRUE(changedNow(watcher));
+  EXPECT_FALSE(watcher.policyGone());
+}
+
+TEST_F(FileWatcherTest, EditorsSaveOfASinglePolicyFileIsNotAFileGone) {
+  write("etc/policy.yaml");
+  FileWatcher watcher;
+  ASSERT_TRUE(watcher.start(at("etc/policy.yaml")).ok());
+
+  fs::rename(at("etc/policy.yaml"), at("etc/policy.yaml~"));
+  write("etc/policy.yaml");
+
+  EXPECT_TRUE(changedNow(watcher));
+  EXPECT_FALSE(watcher.policyGone());
+}
+
 TEST_F(FileWatcherTest, SeesTheTargetOfASymlinkedPolicyFileChange) {
   write("srv/git/prod.yaml");
   fs::create_symlink(at("srv/git/prod.yaml"), at("etc/policy.yaml"));
