@@ -355,19 +355,6 @@ std::string exporterText(const cv1::ExporterState& exporter) {
 
 }  // namespace
 
-namespace {
-
-// C1 controls (U+009B is CSI, like ESC [) and characters that print nothing but change what
-// the text around them looks like: zero-width characters, bidirectional embeddings, overrides
-// and isolates, the byte order mark, tag characters.
-bool invisible(char32_t c) {
-  return (c >= 0x80 && c <= 0x9f) || c == 0x061c || c == 0x180e || (c >= 0x200b && c <= 0x200f) ||
-         (c >= 0x2028 && c <= 0x202e) || (c >= 0x2060 && c <= 0x206f) || c == 0xfeff ||
-         (c >= 0xfff9 && c <= 0xfffb) || (c >= 0xe0000 && c <= 0xe007f);
-}
-
-}  // namespace
-
 std::string printable(std::string_view text, bool keep_newlines) {
   std::string out;
   out.reserve(text.size());
@@ -378,7 +365,7 @@ std::string printable(std::string_view text, bool keep_newlines) {
     if (length == 0) {
       length = 1;  // not UTF-8: escape this byte and look at the next
       appendHexEscaped(out, text.substr(at, 1));
-    } else if (control || invisible(c)) {
+    } else if (control || isInvisibleCharacter(c)) {
       appendHexEscaped(out, text.substr(at, length));
     } else {
       out += text.substr(at, length);

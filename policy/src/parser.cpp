@@ -13,6 +13,7 @@
 
 #include "mseg/policy/policy.hpp"
 #include "mseg/policy/yaml_tree.hpp"
+#include "mseg/utf8.hpp"
 #include "policy_file.hpp"
 
 namespace mseg::policy {
@@ -198,6 +199,41 @@ private:
     }
   }
 
+  // A name or label that looks like another (`app` and `app` followed by a zero-width space)
+  // would select nothing, or something else, with no sign of why: refused, naming the character.
+  bool rejectInvisible(Position position, std::string_view text, std::string_view what) {
+    const char32_t found = firstInvisibleCharacter(text);
+    if (found == 0) {
+      return false;
+    }
+    reader_.error(position, fmt::format("{} `{}` contains the invisible character U+{:04X}; "
+                                        "remove it (zero-width, bidirectional and control "
+                                        "characters are not allowed)",
+                                        what, validUtf8(escapeInvisible(text)),
+                                        static_cast<uint32_t>(found)));
+    return true;
+  }
+
+  // `text` with control and invisible characters written as `\u{XXXX}`, so that the message shows
+  // where they are.
+  static std::string escapeInvisible(std::string_view text) {
+    std::string out;
+    for (size_t at = 0; at < text.size();) {
+      char32_t c = 0;
+      size_t length = decodeUtf8(text, at, c);
+      if (length == 0) {
+        length = 1;
+        out += text.substr(at, 1);
+      } else if (c < 0x20 || c == 0x7f || isInvisibleCharacter(c)) {
+        out += fmt::format("\\u{{{:04X}}}", static_cast<uint32_t>(c));
+      } else {
+        out += text.substr(at, length);
+      }
+      at += length;
+    }
+    return out;
+  }
+
   std::optional<std::string> readName(const YamlNode& mapping, std::string_view what) {
     bool vowel = what.find_first_of("aeiou") == 0;
     const YamlNode* node =
@@ -207,6 +243,9 @@ private:
     }
     auto name = reader_.readString(*node, "name");
     if (!name) {
+      return std::nullopt;
+    }
+    if (rejectInvisible(node->position, *name, fmt::format("{} name", what))) {
       return std::nullopt;
     }
     if (!std::all_of(name->begin(), name->end(), isNameChar)) {
@@ -252,8 +291,13 @@ private:
         reader_.error(label.key_position, "a label key must not be empty");
         continue;
       }
+      if (rejectInvisible(label.key_position, label.key, "label key")) {
+        continue;
+      }
       if (auto value = reader_.readString(label, label.key, false)) {
-        labels.emplace(label.key, std::move(*value));
+        if (!rejectInvisible(label.position, *value, fmt::format("label `{}`", label.key))) {
+          labels.emplace(label.key, std::move(*value));
+        }
       }
     }
     return labels;
@@ -540,9 +584,15 @@ private:
     }
 
     for (const auto& label : node.children) {
+      if (rejectInvisible(label.key_position, label.key, "label key")) {
+        continue;
+      }
       LabelRequirement requirement{std::string(label.key), {}, label.key_position};
-      forEachScalar(label, label.key, "a label value or a list of them",
-                    [&](const YamlNode& item) { requirement.values.emplace_back(item.text); });
+      forEachScalar(label, label.key, "a label value or a list of them", [&](const YamlNode& item) {
+        if (!rejectInvisible(item.position, item.text, fmt::format("label `{}`", label.key))) {
+          requirement.values.emplace_back(item.text);
+        }
+      });
       selector.requirements.push_back(std::move(requirement));
     }
     return selector;

@@ -52,6 +52,29 @@ inline size_t decodeUtf8(std::string_view text, size_t at, char32_t& code_point)
   return length;
 }
 
+// C1 controls (U+009B is CSI, like ESC [) and characters that print nothing but change what
+// the text around them looks like: zero-width characters, bidirectional embeddings, overrides
+// and isolates, the byte order mark, tag characters.
+inline bool isInvisibleCharacter(char32_t c) {
+  return (c >= 0x80 && c <= 0x9f) || c == 0x061c || c == 0x180e || (c >= 0x200b && c <= 0x200f) ||
+         (c >= 0x2028 && c <= 0x202e) || (c >= 0x2060 && c <= 0x206f) || c == 0xfeff ||
+         (c >= 0xfff9 && c <= 0xfffb) || (c >= 0xe0000 && c <= 0xe007f);
+}
+
+// The first control character (C0, DEL) or invisible character of `text`, or 0 when it has
+// none. Bytes that are not UTF-8 are skipped.
+inline char32_t firstInvisibleCharacter(std::string_view text) {
+  for (size_t at = 0; at < text.size();) {
+    char32_t c = 0;
+    const size_t length = decodeUtf8(text, at, c);
+    if (length != 0 && (c < 0x20 || c == 0x7f || isInvisibleCharacter(c))) {
+      return c;
+    }
+    at += length == 0 ? 1 : length;
+  }
+  return 0;
+}
+
 // Appends `\xHH` for every byte of `bytes`.
 inline void appendHexEscaped(std::string& out, std::string_view bytes) {
   for (unsigned char c : bytes) {

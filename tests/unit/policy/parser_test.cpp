@@ -386,6 +386,33 @@ TEST_F(PolicyParserTest, ReportsInvalidNames) {
                                  "digits, `-`, `_` and `.`"));
 }
 
+TEST_F(PolicyParserTest, RefusesInvisibleCharactersInNamesAndLabelsNamingTheCodePoint) {
+  auto lines = problems(
+      "version: 1\n"
+      "workloads:\n"
+      "  - {name: \"app\u200b\", cgroup: a.service, labels: {role: app}}\n"
+      "  - {name: db, cgroup: d.service, labels: {role: \"d\u202eb\", \"ti\u2060er\": x}}\n"
+      "segments:\n"
+      "  - {name: s, rules: [{name: r, from: {role: \"app\ufeff\"}, to: any}]}\n");
+
+  EXPECT_THAT(lines,
+              ElementsAre("p.yaml:3:12: error: workload name `app\\u{200B}` contains the invisible "
+                          "character U+200B; remove it (zero-width, bidirectional and control "
+                          "characters are not allowed)",
+                          "p.yaml:4:50: error: label `role` `d\\u{202E}b` contains the invisible "
+                          "character U+202E; remove it (zero-width, bidirectional and control "
+                          "characters are not allowed)",
+                          "p.yaml:4:57: error: label key `ti\\u{2060}er` contains the invisible "
+                          "character U+2060; remove it (zero-width, bidirectional and control "
+                          "characters are not allowed)",
+                          "p.yaml:6:46: error: label `role` `app\\u{FEFF}` contains the invisible "
+                          "character U+FEFF; remove it (zero-width, bidirectional and control "
+                          "characters are not allowed)",
+                          // Both workloads lost their `role` label to the errors above.
+                          "p.yaml:6:40: error: label key `role` is defined by no workload or "
+                          "inventory entry; the selector can never match"));
+}
+
 TEST_F(PolicyParserTest, ReportsBadCidrsAndNamesTheNetworkForHostBits) {
   auto lines = problems(
       "version: 1\n"
