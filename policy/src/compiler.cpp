@@ -74,6 +74,7 @@ public:
   CompiledPolicy run() {
     compiled_.source_name = policy_.source_name;
     compiled_.content_hash = policy_.content_hash;
+    warnIfNoRules();
     compileWorkloads();
     compilePeers();
     findNestedPrefixes();
@@ -101,6 +102,18 @@ private:
   // `source` is the file the place is in: a spec's own, or for a rule its segment's.
   void warn(const std::string& source, Position position, std::string message) {
     out_.warning(source, position, std::move(message));
+  }
+
+  // Valid, but applying it ends all enforcement: only rules make a workload managed.
+  void warnIfNoRules() {
+    const bool no_rules =
+        std::all_of(policy_.segments.begin(), policy_.segments.end(),
+                    [](const auto& segment) { return segment->rules.empty(); });
+    if (no_rules) {
+      warn(policy_.source_name, Position{},
+           "policy has no rules: nothing is enforced; every workload is unmanaged and all its "
+           "traffic passes");
+    }
   }
 
   void compileWorkloads() {

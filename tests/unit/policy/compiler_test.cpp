@@ -346,6 +346,18 @@ TEST_F(PolicyCompilerTest, SelectsInventoryOnlyAsPeersNeverAsLocalWorkloads) {
                                                         16, Verdict::Allow, kFirstRuleIndex}));
 }
 
+TEST_F(PolicyCompilerTest, WarnsThatAPolicyWithoutRulesEnforcesNothing) {
+  auto policy = compile("    rules: []\n");
+  auto empty = loadPolicyText("version: 1\n", "p.yaml", diagnostics_);
+
+  ASSERT_TRUE(empty.ok()) << diagnostics_.format();
+  EXPECT_FALSE(policy.workloads[0].egress_managed);
+  const std::string warning =
+      "p.yaml: warning: policy has no rules: nothing is enforced; every workload is unmanaged "
+      "and all its traffic passes";
+  EXPECT_THAT(warnings(), ElementsAre(warning, warning));
+}
+
 TEST_F(PolicyCompilerTest, WarnsWhichSideOfARuleMatchesNothing) {
   auto policy = compile(R"(    rules:
       - name: r
