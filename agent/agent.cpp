@@ -513,6 +513,10 @@ void Agent::publishMetrics() {
               static_cast<double>(reloads_applied_));
   text.sample("microseg_policy_reloads_total", {{"result", "failed"}},
               static_cast<double>(reloads_failed_));
+  text.counter("microseg_policy_incremental_applies_total",
+               "Policy versions applied through the change compiler (the others in full).");
+  text.sample("microseg_policy_incremental_applies_total", {},
+              static_cast<double>(incremental_applies_));
   text.counter("microseg_policy_incremental_mismatches_total",
                "Changes whose fast-path result differed from the full compile (then corrected).");
   text.sample("microseg_policy_incremental_mismatches_total", {},
@@ -696,6 +700,7 @@ Result<bool> Agent::applyChange(const std::shared_ptr<const policy::Policy>& nex
   }
   auto enforcing = Clock::now();
   policy_version_ += 1;
+  incremental_applies_ += 1;
 
   const std::array<double, 5> stages = {millis(times.read), millis(times.parse),
                                         millis(compiled_at - started),
@@ -772,8 +777,8 @@ void Agent::reloadPolicy(ReloadTrigger trigger) {
     reloads_failed_ += 1;
     control_state_->recordReload(outcome, last_error_);
     if (outcome == ReloadOutcome::Result::Rejected) {
-      log->error("policy rejected, version {} keeps enforcing: fix the file and send SIGHUP "
-                 "again err={}", policy_version_, last_error_);
+      log->error("policy rejected, version {} keeps enforcing: fix the file (a change of the "
+                 "policy file reloads it) or send SIGHUP err={}", policy_version_, last_error_);
     } else {
       log->error("policy not applied, the previous version keeps enforcing err={}", last_error_);
     }
@@ -781,6 +786,13 @@ void Agent::reloadPolicy(ReloadTrigger trigger) {
     last_error_.clear();
     reloads_applied_ += 1;
     control_state_->recordReload(outcome, "");
+  } else if (!last_error_.empty()) {
+    // The files are back to what enforces (a rejected edit reverted): nothing to apply, and
+    // the error no longer describes them.
+    log->info("policy files match version {} again; the earlier error is resolved",
+              policy_version_);
+    last_error_.clear();
+    control_state_->recordReload(ReloadOutcome::Result::Applied, "");
   }
   writeStatus();
   notifier_.ready(serviceStatus());

@@ -122,6 +122,7 @@ private:
   ServiceNotifier notifier_;
   uint64_t reloads_applied_ = 0;
   uint64_t reloads_failed_ = 0;
+  uint64_t incremental_applies_ = 0;     // versions applied by applyChange
   uint64_t incremental_mismatches_ = 0;  // see reportSettled
   double last_apply_seconds_ = 0;
   // Seconds per stage of the last policy apply: read, parse, compile, prepare, kernel.

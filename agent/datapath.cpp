@@ -363,12 +363,42 @@ Status Datapath::readAdoptedState() {
   return {};
 }
 
+namespace {
+
+// How many entries a map holds after `delta`.
+template <typename K, typename V>
+size_t sizeAfter(const MapContent<K, V>& content, const MapDelta<K, V>& delta) {
+  size_t size = content.size();
+  for (const K& key : delta.removals) {
+    size -= content.count(key);
+  }
+  for (const K& key : delta.upsert_keys) {
+    size += content.count(key) == 0 ? 1 : 0;
+  }
+  return size;
+}
+
+}  // namespace
+
 Status Datapath::checkCapacity(const BankContent& desired) const {
+  return checkCapacity({desired.workloads.size(), desired.peers.size(), desired.verdicts.size(),
+                        desired.port_verdicts.size()});
+}
+
+Status Datapath::checkCapacity(const BankDelta& delta) const {
+  const BankContent& current = *bank_content_[active_bank_];
+  return checkCapacity({sizeAfter(current.workloads, delta.workloads), current.peers.size(),
+                        sizeAfter(current.verdicts, delta.verdicts),
+                        sizeAfter(current.port_verdicts, delta.port_verdicts)});
+}
+
+// `sizes`: entries per bank map, in the order of bank_fds_.
+Status Datapath::checkCapacity(const std::array<size_t, kBankMaps>& sizes) const {
   const std::array<std::pair<size_t, const char*>, kBankMaps> needs = {{
-      {desired.workloads.size(), "workload keys (cgroups x users)"},
-      {desired.peers.size(), "inventory prefixes"},
-      {desired.verdicts.size(), "verdict entries for port ranges and any port"},
-      {desired.port_verdicts.size(), "verdict entries for single ports"},
+      {sizes[0], "workload keys (cgroups x users)"},
+      {sizes[1], "inventory prefixes"},
+      {sizes[2], "verdict entries for port ranges and any port"},
+      {sizes[3], "verdict entries for single ports"},
   }};
   for (size_t kind = 0; kind < kBankMaps; kind++) {
     if (needs[kind].first > bank_specs_[kind].max_entries) {
@@ -641,6 +671,9 @@ Status Datapath::applyDelta(const BankDelta& delta,
   const uint32_t target = 1 - active_bank_;
   if (bank_content_[target] != bank_content_[active_bank_]) {
     return Error(EAGAIN, "the inactive policy bank differs from the active one");
+  }
+  if (auto fits = checkCapacity(delta); !fits) {
+    return fits;
   }
   last_apply_ = {};
   if (auto written = writeDelta(target, delta, last_apply_); !written) {

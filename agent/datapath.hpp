@@ -127,6 +127,8 @@ private:
 
   ::bpf_map* outerMap(size_t kind) const;
   Status checkCapacity(const BankContent& desired) const;
+  Status checkCapacity(const BankDelta& delta) const;
+  Status checkCapacity(const std::array<size_t, kBankMaps>& sizes) const;
   Status syncBank(uint32_t bank, const std::shared_ptr<BankContent>& desired,
                   ApplyStats& stats);
   Status writeDelta(uint32_t bank, const BankDelta& delta, ApplyStats& stats);

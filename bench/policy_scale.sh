@@ -19,9 +19,9 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${MSEG_BUILD_DIR:-$root/build}
 cgroot=$(awk '$3 == "cgroup2" {print $2; exit}' /proc/mounts)
-cg=$cgroot/microseg-bench-scale
+cg=$cgroot/microseg-bench-scale-$$  # per run: two engineers may benchmark at once
 work=$(mktemp -d /tmp/mseg-scale.XXXXXX)
-pin=/sys/fs/bpf/mseg-bench-scale
+pin=/sys/fs/bpf/mseg-bench-scale-$$
 agent_pid=""
 sizes=("$@")
 [[ ${#sizes[@]} -gt 0 ]] || sizes=(10 1000 10000 100000)

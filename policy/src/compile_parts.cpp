@@ -2,6 +2,10 @@
 
 #include "mseg/policy/compiler.hpp"
 
+#include <pwd.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <set>
 
 namespace mseg::policy::detail {
@@ -95,6 +99,24 @@ std::vector<L4Key> l4KeysOf(const RuleSpec& rule) {
     }
   }
   return keys;
+}
+
+UserLookup lookupUser(const std::string& name) {
+  long suggested = sysconf(_SC_GETPW_R_SIZE_MAX);
+  std::vector<char> buffer(suggested > 0 ? static_cast<size_t>(suggested) : 16384);
+  passwd entry{};
+  passwd* found = nullptr;
+  int rc = 0;
+  while ((rc = getpwnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found)) == ERANGE) {
+    buffer.resize(buffer.size() * 2);
+  }
+  if (rc != 0) {
+    return {std::nullopt, rc};
+  }
+  if (found == nullptr) {
+    return {};
+  }
+  return {entry.pw_uid, 0};
 }
 
 Verdict verdictOf(const SegmentSpec& segment, const RuleSpec& rule) {

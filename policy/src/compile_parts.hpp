@@ -13,6 +13,7 @@
 #include <array>
 #include <bit>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -105,6 +106,13 @@ inline RawIt findKey(RawIt begin, RawIt end, uint64_t key) {
 
 // The protocol and port blocks a rule covers, fewest blocks for its ports.
 std::vector<L4Key> l4KeysOf(const RuleSpec& rule);
+
+// A user name looked up in this host's user database.
+struct UserLookup {
+  std::optional<uint32_t> uid;  // unset: no such user here
+  int err = 0;                  // set when the user database itself failed
+};
+UserLookup lookupUser(const std::string& name);
 
 // The verdict a rule gives: Allow, Deny, or Audit for a deny in audit mode.
 Verdict verdictOf(const SegmentSpec& segment, const RuleSpec& rule);

@@ -31,29 +31,6 @@ namespace {
 
 using namespace detail;
 
-struct UserLookup {
-  std::optional<uint32_t> uid;
-  int err = 0;  // set when the user database itself failed
-};
-
-UserLookup lookupUser(const std::string& name) {
-  long suggested = sysconf(_SC_GETPW_R_SIZE_MAX);
-  std::vector<char> buffer(suggested > 0 ? static_cast<size_t>(suggested) : 16384);
-  passwd entry{};
-  passwd* found = nullptr;
-  int rc = 0;
-  while ((rc = getpwnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found)) == ERANGE) {
-    buffer.resize(buffer.size() * 2);
-  }
-  if (rc != 0) {
-    return {std::nullopt, rc};
-  }
-  if (found == nullptr) {
-    return {};
-  }
-  return {entry.pw_uid, 0};
-}
-
 struct ShadowState {
   bool has_entries = false;
   bool allows_something = false;  // some entry of the rule wins over every deny

@@ -331,6 +331,28 @@ bool sameInventory(const std::vector<InventorySpec>& a, const std::vector<Invent
                     });
 }
 
+// Whether each workload's user names resolve on this host as they did when the base was
+// compiled: a user created or deleted since changes which processes a workload selects,
+// which only a full compile takes into account.
+bool usersResolveAsBefore(const CompileIndex& base) {
+  for (size_t i = 0; i < base.workloads.size(); ++i) {
+    std::vector<uint32_t> uids;
+    std::vector<std::string> unresolved;
+    for (const auto& user : base.policy->workloads[i].users) {
+      std::optional<uint32_t> uid = user.uid ? user.uid : lookupUser(user.name).uid;
+      if (!uid) {
+        unresolved.push_back(user.name);
+      } else if (std::find(uids.begin(), uids.end(), *uid) == uids.end()) {
+        uids.push_back(*uid);
+      }
+    }
+    if (uids != base.workloads[i].uids || unresolved != base.workloads[i].unresolved_users) {
+      return false;
+    }
+  }
+  return true;
+}
+
 // The stretches of rules that differ between the base policy and `next`. A segment `next`
 // shares with the base (the same object: PolicySource hands out the segments of an unchanged
 // file again) is unchanged and anchors the comparison; the segments between two anchors form
@@ -387,6 +409,9 @@ std::variant<CompiledChange, NotIncremental> compileChange(const CompileIndex& b
   }
   if (!sameInventory(before.inventory, next.inventory)) {
     return NotIncremental{"inventory changed"};
+  }
+  if (!usersResolveAsBefore(base)) {
+    return NotIncremental{"a user of a workload was created or deleted on this host"};
   }
   return ChangeCompiler(base).run(changedSpans(base, next));
 }

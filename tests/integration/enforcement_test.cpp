@@ -358,6 +358,29 @@ TEST_F(EnforcementPrivilegedTest, OneRuleChangeTakesTheFastPathAndAgreesWithAFul
   EXPECT_EQ(log.find("differed from the full compile"), std::string::npos) << log;
 }
 
+// docs/policy.md: a user created on the host is selected from the next load on (SIGHUP). The
+// change compiler cannot see that; it must leave it to the full compile instead of reporting
+// a mismatch.
+TEST_F(EnforcementPrivilegedTest, UserCreatedOnTheHostIsPickedUpBySighupWithoutAMismatch) {
+  const std::string user = "mseg-t-" + std::to_string(getpid());
+  struct RemoveUser {
+    std::string name;
+    ~RemoveUser() { (void)runCommand({"userdel", name}); }
+  } remove_user{user};
+  std::string policy = kPolicy;
+  policy.replace(policy.find("    cgroup: client.service\n"), 0, "    users: [root, " + user + "]\n");
+  agent_->writePolicy(policy);
+  startAgent();
+  const uint64_t version = *agent_->policyVersion();
+  ASSERT_TRUE(runChecked({"useradd", "--no-create-home", "--system", user}));
+
+  ASSERT_TRUE(agent_->reloadAndWait(version));
+
+  ASSERT_TRUE(agent_->stop().ok());
+  EXPECT_EQ(agent_->stoppedLog().find("differed from the full compile"), std::string::npos)
+      << agent_->stoppedLog();
+}
+
 TEST_F(EnforcementPrivilegedTest, PolicyFileRewrittenUnchangedKeepsTheVersion) {
   startAgent();
   const uint64_t version = *agent_->policyVersion();
@@ -384,6 +407,23 @@ TEST_F(EnforcementPrivilegedTest, ReloadWithBadPolicyKeepsTheOldOne) {
   EXPECT_EQ(*agent_->policyVersion(), version);
   EXPECT_EQ(connectFrom(client(), kServer4, 7001), 0);
   EXPECT_EQ(connectFrom(client(), kServer4, 7002), EPERM);
+}
+
+// The usual fix of a rejected edit is reverting the file (`git checkout`): the error must go,
+// although the reverted file needs nothing applied.
+TEST_F(EnforcementPrivilegedTest, RevertingARejectedEditClearsTheError) {
+  startAgent();
+  const uint64_t version = *agent_->policyVersion();
+  const auto staged = agent_->policyPath().string() + ".new";
+  std::ofstream(staged) << "version: 1\nsegments: [\n";
+  std::filesystem::rename(staged, agent_->policyPath());
+  ASSERT_TRUE(pollUntil(10s, [&] { return !agent_->lastError().empty(); }));
+
+  std::ofstream(staged) << kPolicy;
+  std::filesystem::rename(staged, agent_->policyPath());
+
+  ASSERT_TRUE(pollUntil(10s, [&] { return agent_->lastError().empty(); }));
+  EXPECT_EQ(*agent_->policyVersion(), version);
 }
 
 // A policy directory: its files merged, backups beside them ignored, and an edit of one file
