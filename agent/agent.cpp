@@ -137,9 +137,6 @@ std::pair<size_t, size_t> bindingChanges(const std::vector<WorkloadBinding>& bef
   return {bound, old_ids.size()};
 }
 
-// Long enough that a disk full for hours writes a few lines an hour, short enough that the log
-// shows it is still going on.
-constexpr auto kFlowLogWarnInterval = std::chrono::minutes(1);
 
 }  // namespace
 
@@ -408,21 +405,17 @@ void Agent::exportRecord(FlowRecord& record) {
 // once, then at most once a minute while failures go on (never a line per record), and once
 // when records reach the file again.
 void Agent::reportFlowLogHealth(const Status& status) {
-  const auto now = std::chrono::steady_clock::now();
   if (!status) {
-    if (!flow_log_warned_ || now - flow_log_warned_at_ >= kFlowLogWarnInterval) {
+    if (flow_log_problem_.due(std::chrono::steady_clock::now())) {
       logger("agent")->warn("cannot write the flow log, flow records are dropped until it works; "
                             "free space on its file system or set flow_log to another place "
                             "dropped_total={} err={}",
                             flow_log_->recordsDropped(), status.error().message());
-      flow_log_warned_ = true;
-      flow_log_warned_at_ = now;
     }
     return;
   }
-  if (flow_log_warned_ && !flow_log_->failing()) {
+  if (!flow_log_->failing() && flow_log_problem_.ended()) {
     logger("agent")->info("flow log writable again dropped_total={}", flow_log_->recordsDropped());
-    flow_log_warned_ = false;
   }
 }
 
@@ -476,9 +469,15 @@ void Agent::tick() {
     reportFlowLogHealth(flow_log_->flush());
   }
   if (spool_) {
-    if (auto synced = spool_->sync(); !synced) {
-      logger("agent")->warn("cannot write the spool, records may be lost err={}",
-                            synced.error().message());
+    // LIMITATION: records that cannot be written wait in memory, without a bound, until the
+    // spool's file system has space again.
+    auto synced = spool_->sync();
+    if (!synced && spool_problem_.due(std::chrono::steady_clock::now())) {
+      logger("agent")->warn("cannot write the spool, records wait in memory until it works; "
+                            "free space on the file system of state_dir {} err={}",
+                            config_.state_dir, synced.error().message());
+    } else if (synced && spool_problem_.ended()) {
+      logger("agent")->info("spool written again records={}", spool_->pendingRecords());
     }
     collector_->notify();
   }
@@ -904,9 +903,15 @@ void Agent::writeStatus(const char* state) const {
   // The parsed policy is the enforcing one as soon as a change is applied, before it settles.
   status.policy_hash = parsed_policy_ ? parsed_policy_->content_hash : policy_->content_hash;
   status.last_error = last_error_;
-  if (auto written = writeStatusFile(config_.state_dir, status); !written) {
-    logger("agent")->warn("cannot write the status file, it shows an older state err={}",
-                          written.error().message());
+  auto written = writeStatusFile(config_.state_dir, status);
+  if (!written && status_file_problem_.due(std::chrono::steady_clock::now())) {
+    logger("agent")->warn("cannot write the status file, it keeps showing the last state written "
+                          "(microsegctl status asks the agent and is current); free space on "
+                          "the file system of state_dir {} err={}",
+                          config_.state_dir, written.error().message());
+  } else if (written && status_file_problem_.ended()) {
+    logger("agent")->info("status file written again path={}",
+                          statusFilePath(config_.state_dir));
   }
 }
 

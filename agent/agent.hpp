@@ -24,6 +24,7 @@
 #include "metrics.hpp"
 #include "service_notify.hpp"
 #include "kernel_state.hpp"
+#include "logging.hpp"
 #include "mseg/policy/compiled.hpp"
 #include "mseg/policy/compiler.hpp"
 #include "mseg/policy/incremental.hpp"
@@ -132,8 +133,10 @@ private:
   std::unordered_map<std::string, uint64_t> denials_reported_;
   uint64_t unreported_before_ns_ = 0;  // CLOCK_BOOTTIME when telemetry was turned back on
   uint64_t records_exported_ = 0;  // without a flow log: handed to the spool
-  bool flow_log_warned_ = false;   // a flow log failure was logged and has not recovered
-  std::chrono::steady_clock::time_point flow_log_warned_at_;
+  // A disk full for hours writes a line a minute: few, and the log shows it goes on.
+  RepeatedProblem flow_log_problem_{std::chrono::minutes(1)};
+  mutable RepeatedProblem status_file_problem_{std::chrono::minutes(1)};
+  RepeatedProblem spool_problem_{std::chrono::minutes(1)};
   unsigned ticks_ = 0;
   CgroupChangeSummary cgroup_changes_;
   std::shared_ptr<ControlState> control_state_;

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <mutex>
 #include <string>
+#include <utility>
 
 #include <bpf/libbpf.h>
 #include <spdlog/sinks/base_sink.h>
@@ -120,5 +121,16 @@ void setUpLogging(std::string_view level) {
   }
   libbpf_set_print(libbpfPrint);
 }
+
+bool RepeatedProblem::due(Clock::time_point now) {
+  if (logged_ && now - logged_at_ < interval_) {
+    return false;
+  }
+  logged_ = true;
+  logged_at_ = now;
+  return true;
+}
+
+bool RepeatedProblem::ended() { return std::exchange(logged_, false); }
 
 }  // namespace mseg::agent

@@ -11,6 +11,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "mseg/files.hpp"
+
 namespace mseg::agent {
 namespace {
 
@@ -56,21 +58,6 @@ Result<std::string> readFile(const std::string& path) {
   std::stringstream content;
   content << file.rdbuf();
   return content.str();
-}
-
-Status writeAll(int fd, std::string_view data, const std::string& what) {
-  size_t written = 0;
-  while (written < data.size()) {
-    ssize_t result = ::write(fd, data.data() + written, data.size() - written);
-    if (result < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      return Error::fromErrno(errno, what);
-    }
-    written += static_cast<size_t>(result);
-  }
-  return {};
 }
 
 }  // namespace
@@ -130,22 +117,10 @@ Status Spool::recover() {
 }
 
 Status Spool::persistState() const {
-  const std::string path = dir_ + "/state";
-  const std::string temporary = path + ".tmp";
   const std::string text = std::to_string(next_sequence_) + " " + std::to_string(acknowledged_) +
                            " " + std::to_string(dropped_) + "\n";
-  int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    return Error::fromErrno(errno, "write spool state " + temporary);
-  }
-  auto written = writeAll(fd, text, "write spool state");
-  fdatasync(fd);
-  close(fd);
-  if (!written) {
-    return written;
-  }
-  if (rename(temporary.c_str(), path.c_str()) != 0) {
-    return Error::fromErrno(errno, "replace spool state " + path);
+  if (auto written = replaceFile(dir_ + "/state", text, 0600); !written) {
+    return written.error().wrap("write spool state");
   }
   return {};
 }
@@ -187,8 +162,11 @@ Status Spool::sync() {
       return started;
     }
   }
-  if (auto written = writeAll(segment_fd_, queued_, "write spool segment"); !written) {
-    return written;
+  if (auto written = writeAll(segment_fd_, queued_); !written) {
+    // A full disk may have taken part of the batch: cut it off, so that the next sync writes
+    // the batch again after whole frames, not after a torn one.
+    (void)ftruncate(segment_fd_, static_cast<off_t>(segment_bytes_[segment_first_]));
+    return written.error().wrap("write spool segment " + segmentPath(segment_first_));
   }
   if (fdatasync(segment_fd_) != 0) {
     return Error::fromErrno(errno, "sync spool segment");

@@ -8,6 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "mseg/files.hpp"
+
 namespace mseg::agent {
 
 namespace fs = std::filesystem;
@@ -27,20 +29,10 @@ Status writeStatusFile(const std::string& state_dir, const StatusFile& status) {
       {"policy_hash", status.policy_hash},
       {"last_error", status.last_error},
   };
-  const std::string path = statusFilePath(state_dir);
-  const std::string temporary = path + ".tmp";
-  {
-    std::ofstream out(temporary, std::ios::trunc);
-    out << json.dump(2) << "\n";
-    if (!out.flush()) {
-      return Error::fromErrno(errno, "write " + temporary);
-    }
-  }
-  fs::rename(temporary, path, err);
-  if (err) {
-    return Error(err.value(), "replace " + path + ": " + err.message());
-  }
-  return {};
+  // Paths and errors may hold bytes that are not UTF-8; dump() would throw on them.
+  const std::string text =
+      json.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  return replaceFile(statusFilePath(state_dir), text, 0644);
 }
 
 Result<StatusFile> readStatusFile(const std::string& state_dir) {

@@ -27,8 +27,9 @@ struct StatusFile {
 // The path of the file in `state_dir`.
 std::string statusFilePath(const std::string& state_dir);
 
-// Writes the file atomically (a temporary file renamed over it): readers never see half of it.
-// Creates `state_dir` when missing.
+// Writes the file atomically (replaceFile): readers never see half of it, and a failure (a full
+// disk) leaves the previous file as it was and fails naming the step. Creates `state_dir` when
+// missing.
 Status writeStatusFile(const std::string& state_dir, const StatusFile& status);
 
 // Reads the file; fails naming it when it is missing or not what the agent writes.

@@ -93,28 +93,9 @@ Result<AgentMark> SequenceStore::load(std::string_view agent_id) const {
 }
 
 Status SequenceStore::save(std::string_view agent_id, const AgentMark& mark) const {
-  auto path = pathFor(agent_id);
-  auto temporary = path;
-  temporary += ".tmp";
   std::string text = fmt::format("{}\nsequence {}\ndropped_total {}\n", kHeader, mark.sequence,
                                  mark.dropped_total);
-
-  FileDescriptor fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-  if (!fd) {
-    return Error::fromErrno(errno, "create " + temporary.string());
-  }
-  if (auto written = writeAll(fd.get(), text); !written) {
-    return written.error().wrap(temporary.string());
-  }
-  if (::fsync(fd.get()) != 0) {
-    return Error::fromErrno(errno, "fsync " + temporary.string());
-  }
-  fd.reset();
-
-  if (::rename(temporary.c_str(), path.c_str()) != 0) {
-    return Error::fromErrno(errno, "rename " + temporary.string());
-  }
-  return syncDirectory(dir_);
+  return replaceFile(pathFor(agent_id), text, 0600);
 }
 
 }  // namespace mseg::collector

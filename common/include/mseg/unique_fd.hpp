@@ -26,6 +26,9 @@ public:
   int get() const { return fd_; }
   explicit operator bool() const { return fd_ >= 0; }
 
+  // Gives up ownership: the caller closes the descriptor (and can check close()'s result).
+  int release() { return std::exchange(fd_, -1); }
+
   // Closes the descriptor held, if any, and holds `fd` instead.
   void reset(int fd = -1) {
     if (fd_ >= 0) {

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "spool.hpp"
+#include "support/file_size_limit.hpp"
 
 namespace mseg::agent {
 namespace {
@@ -54,6 +55,35 @@ TEST_F(SpoolTest, NumbersRecordsFromOneAndReadsThemBackInOrder) {
   EXPECT_EQ((*records)[0].sequence(), 1u);
   EXPECT_EQ((*records)[2].sequence(), 3u);
   EXPECT_EQ((*records)[2].record_id(), "host-a-3");
+}
+
+// A write the disk cuts short must not leave half a record in the segment, where every record
+// after it would read as corrupt.
+TEST_F(SpoolTest, FullDiskCutsNoRecordInHalf) {
+  auto spool = open();
+  appendRecords(*spool, 3, 100);
+  ASSERT_TRUE(spool->sync());
+  uint64_t segment_size = 0;
+  for (const auto& entry : fs::directory_iterator(dir_)) {
+    if (entry.path().filename() != "state") {
+      segment_size = std::max<uint64_t>(segment_size, fs::file_size(entry.path()));
+    }
+  }
+
+  appendRecords(*spool, 3, 100);
+  Status full;
+  {
+    testing::FileSizeLimit limit(segment_size + 50);  // room for part of the next record only
+    full = spool->sync();
+  }
+  auto synced = spool->sync();
+  auto records = spool->read(0, 10);
+
+  EXPECT_FALSE(full);
+  EXPECT_TRUE(synced) << synced.error().message();
+  ASSERT_TRUE(records) << records.error().message();
+  ASSERT_EQ(records->size(), 6u);
+  EXPECT_EQ((*records)[5].sequence(), 6u);
 }
 
 TEST_F(SpoolTest, ReadsOnlySyncedRecords) {
