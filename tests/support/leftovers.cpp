@@ -24,9 +24,9 @@ constexpr std::string_view kTestNamePrefix = "mseg-t-";
 constexpr const char* kNamespaceDir = "/run/netns";
 constexpr const char* kBpffs = "/sys/fs/bpf";
 
-// LIMITATION: a pid is judged in this process's pid namespace. Test processes of another pid
-// namespace sharing this host's /run/netns and cgroups would look dead; tests run in one.
-// A pid reused by an unrelated process keeps a dead test's objects until that process ends.
+// A pid is judged in this process's pid namespace: tests of another pid namespace sharing this
+// host's /run/netns and cgroups would look dead, so every test must run in the host's. A pid
+// reused by an unrelated process keeps a dead test's objects until that process ends.
 bool processIsRunning(pid_t pid) { return ::kill(pid, 0) == 0 || errno == EPERM; }
 
 // The entries of `dir` named for a test process that no longer runs.
