@@ -5,11 +5,12 @@
 // so a group no changed rule reaches resolves as before. Rules keep their rank when they stay;
 // a new or changed rule gets a rank between its neighbours', which the gaps the full compiler
 // leaves between ranks make room for.
-#include <fmt/format.h>
-
 #include <map>
-#include <unordered_map>
+#include <optional>
 #include <set>
+#include <unordered_map>
+
+#include <fmt/format.h>
 
 #include "compile_index.hpp"
 
@@ -170,7 +171,8 @@ private:
                            span.next[run_begin].segment->name, span.next[run_begin].rule->name);
       }
       for (uint64_t k = 0; k < count; ++k) {
-        const uint32_t order = static_cast<uint32_t>(lower + (upper - lower) * (k + 1) / (count + 1));
+        const uint32_t order =
+            static_cast<uint32_t>(lower + (upper - lower) * (k + 1) / (count + 1));
         const uint32_t index =
             static_cast<uint32_t>(base_.rule_count + kFirstRuleIndex + added_.size());
         added_.push_back({span.next[run_begin + k], index, order});
@@ -374,7 +376,8 @@ std::vector<Span> changedSpans(const CompileIndex& base, const Policy& next) {
     pending.base_first = first_rule_of[cursor];
     pending.base_count = first_rule_of[base_end] - first_rule_of[cursor];
     if (pending.base_count > 0 || !pending.next.empty()) {
-      if (!spans.empty() && spans.back().base_first + spans.back().base_count == pending.base_first) {
+      if (!spans.empty() &&
+          spans.back().base_first + spans.back().base_count == pending.base_first) {
         Span& previous = spans.back();
         previous.base_count += pending.base_count;
         previous.next.insert(previous.next.end(), pending.next.begin(), pending.next.end());
