@@ -1,6 +1,8 @@
 #include "agent.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/file.h>
 #include <signal.h>
 #include <sys/random.h>
 #include <sys/signalfd.h>
@@ -17,6 +19,7 @@
 #include "mounts.hpp"
 #include "mseg/certificate_check.hpp"
 #include "mseg/policy/compiler.hpp"
+#include "mseg/unique_fd.hpp"
 #include "reasons.hpp"
 #include "status_file.hpp"
 
@@ -218,93 +221,192 @@ Result<policy::IndexedPolicy> Agent::compilePolicy(std::shared_ptr<const policy:
 }
 
 Result<std::unique_ptr<Agent>> Agent::start(const AgentConfig& config) {
-  auto log = logger("agent");
   blockAgentSignals();
   std::unique_ptr<Agent> agent(new Agent(config));
+  const StartFootprint before =
+      StartFootprint::take(config.pin_dir, agent->pathsStartMayCreate());
+  if (auto started = agent->startUp(); !started) {
+    agent->undoFailedStart(before);
+    return started.error();
+  }
+  return agent;
+}
 
-  auto cgroup = resolveAttachCgroup(config.cgroup_path);
+// Everything that can be wrong with the settings is found before the kernel is touched: the
+// policy, the control socket, the metrics address, the collector's TLS files, the flow log.
+Status Agent::startUp() {
+  auto log = logger("agent");
+  auto cgroup = resolveAttachCgroup(config_.cgroup_path);
   if (!cgroup) {
     return cgroup.error();
   }
-  agent->attach_cgroup_ = *cgroup;
+  attach_cgroup_ = *cgroup;
   if (auto mount = findCgroup2Mount()) {
-    agent->cgroup_v2_prefix_ = fs::path(*cgroup).lexically_relative(*mount).string();
-    if (agent->cgroup_v2_prefix_ == ".") {
-      agent->cgroup_v2_prefix_.clear();
+    cgroup_v2_prefix_ = fs::path(*cgroup).lexically_relative(*mount).string();
+    if (cgroup_v2_prefix_ == ".") {
+      cgroup_v2_prefix_.clear();
     }
   }
 
   policy::LoadTimes load_times;
-  auto loaded = agent->loadPolicy(load_times);
+  auto loaded = loadPolicy(load_times);
   if (!loaded) {
     return loaded.error();
   }
-  auto compiled = agent->compilePolicy(*loaded, load_times);
+  auto compiled = compilePolicy(*loaded, load_times);
   if (!compiled) {
     return compiled.error();
   }
-  // Before the kernel is touched: a control socket another agent holds fails the start here.
-  if (auto control = agent->startControl(); !control) {
-    return control.error();
+  if (auto usable = checkCollectorFiles(); !usable) {
+    return usable;
+  }
+  // A control socket another agent holds fails the start here.
+  if (auto control = startControl(); !control) {
+    return control;
+  }
+  if (auto metrics = startMetrics(); !metrics) {
+    return metrics;
+  }
+  if (auto exporters = openExporters(); !exporters) {
+    return exporters;
   }
 
-  auto datapath = Datapath::open({agent->attach_cgroup_, config.pin_dir});
+  auto datapath = Datapath::open({attach_cgroup_, config_.pin_dir});
   if (!datapath) {
     return datapath.error();
   }
-  agent->datapath_ = std::move(*datapath);
-  agent->policy_version_ = agent->datapath_->adoptedPolicyVersion();
-  if (agent->policy_version_ > 0) {
-    log->info("adopting pinned datapath pin_dir={} policy_version={}", config.pin_dir,
-              agent->policy_version_);
+  datapath_ = std::move(*datapath);
+  policy_version_ = datapath_->adoptedPolicyVersion();
+  if (policy_version_ > 0) {
+    log->info("adopting pinned datapath pin_dir={} policy_version={}", config_.pin_dir,
+              policy_version_);
   }
   std::map<uint32_t, std::string> adopted_names;
-  for (const auto& [id, rule] : agent->datapath_->adoptedRuleNames()) {
+  for (const auto& [id, rule] : datapath_->adoptedRuleNames()) {
     if (id >= MSEG_FIRST_RULE_ID) {
       adopted_names[id] = rule.name;
     }
   }
-  agent->rule_ids_.adopt(adopted_names);
+  rule_ids_.adopt(adopted_names);
 
-  if (auto watching = agent->watcher_.start(agent->attach_cgroup_); !watching) {
+  if (auto watching = watcher_.start(attach_cgroup_); !watching) {
     return watching.error();
   }
-  if (auto watching = agent->policy_watcher_.start(config.policy_path); !watching) {
+  if (auto watching = policy_watcher_.start(config_.policy_path); !watching) {
     return watching.error();
   }
-  if (auto telemetry = agent->startTelemetry(); !telemetry) {
+  if (auto telemetry = startTelemetry(); !telemetry) {
     return telemetry.error();
   }
-  if (!config.metrics_listen.empty()) {
-    auto metrics = MetricsServer::start(config.metrics_listen);
-    if (!metrics) {
-      return metrics.error().wrap("metrics endpoint");
-    }
-    agent->metrics_ = std::move(*metrics);
-    log->info("serving metrics listen={} port={}", config.metrics_listen,
-              agent->metrics_->port());
-    agent->publishMetrics();
+  if (metrics_) {
+    publishMetrics();
   }
-  if (auto applied = agent->applyPolicy(std::move(*compiled), load_times, ApplyKind::NewVersion);
+  if (auto applied = applyPolicy(std::move(*compiled), load_times, ApplyKind::NewVersion);
       !applied) {
     return applied.error();
   }
-  agent->parsed_policy_ = std::move(*loaded);
-  if (auto attached = agent->datapath_->attach(); !attached) {
+  parsed_policy_ = std::move(*loaded);
+  if (auto attached = datapath_->attach(); !attached) {
     return attached.error();
   }
-  if (!config.telemetry) {
-    if (auto detached = agent->datapath_->detachSockOps(); !detached) {
+  if (!config_.telemetry) {
+    if (auto detached = datapath_->detachSockOps(); !detached) {
       return detached.error();
     }
   }
-  if (auto hits = agent->datapath_->ruleHits()) {
-    agent->last_hits_ = std::move(*hits);
+  if (auto hits = datapath_->ruleHits()) {
+    last_hits_ = std::move(*hits);
   }
-  log->info("enforcing cgroup={} pin_dir={} policy={} policy_version={}", agent->attach_cgroup_,
-            config.pin_dir, config.policy_path, agent->policy_version_);
-  agent->writeStatus();
-  return agent;
+  log->info("enforcing cgroup={} pin_dir={} policy={} policy_version={}", attach_cgroup_,
+            config_.pin_dir, config_.policy_path, policy_version_);
+  writeStatus();
+  return {};
+}
+
+// The agent's own TLS files, checked before anything else so that a missing file, a key of
+// another certificate or a certificate and key given the wrong way round fail the start with
+// the files named, rather than every connection later with a message of gRPC's.
+Status Agent::checkCollectorFiles() const {
+  if (config_.collector.empty()) {
+    return {};
+  }
+  auto problems = checkTlsFiles({"--tls-cert", config_.tls_cert}, {"--tls-key", config_.tls_key},
+                                {"--collector-ca", config_.collector_ca}, std::nullopt);
+  if (problems.empty()) {
+    return {};
+  }
+  std::string message;
+  for (const auto& problem : problems) {
+    message += (message.empty() ? "" : "; ") + problem;
+  }
+  return Error(EINVAL, message);
+}
+
+Status Agent::startMetrics() {
+  if (config_.metrics_listen.empty()) {
+    return {};
+  }
+  // It answers 503 until the first metrics are published, once the datapath is open.
+  auto metrics = MetricsServer::start(config_.metrics_listen);
+  if (!metrics) {
+    return metrics.error().wrap("metrics endpoint --metrics-listen");
+  }
+  metrics_ = std::move(*metrics);
+  logger("agent")->info("serving metrics listen={} port={}", config_.metrics_listen,
+                        metrics_->port());
+  return {};
+}
+
+std::string Agent::flowLogPath() const {
+  if (!config_.telemetry || (!config_.collector.empty() && config_.flow_log.empty())) {
+    return "";
+  }
+  return config_.flow_log.empty() ? config_.state_dir + "/flows.ocsf.jsonl" : config_.flow_log;
+}
+
+std::vector<std::string> Agent::pathsStartMayCreate() const {
+  std::vector<std::string> paths;
+  if (const std::string flow_log = flowLogPath(); !flow_log.empty()) {
+    paths.push_back(flow_log);
+  }
+  if (config_.telemetry && !config_.collector.empty()) {
+    paths.push_back(config_.state_dir + "/spool");
+  }
+  paths.push_back(config_.state_dir);
+  return paths;
+}
+
+// What a failed start leaves is what was there before: its files and pins go, a previous
+// agent's pins stay and keep enforcing. The pins only under the pin directory's lock, which the
+// datapath holds once it is open; else this takes it, and leaves the pins to whoever has it.
+void Agent::undoFailedStart(const StartFootprint& before) {
+  control_.reset();
+  if (collector_) {
+    collector_->stop();
+    collector_.reset();
+  }
+  ring_buffer__free(events_);
+  events_ = nullptr;
+  recorder_.reset();
+  flow_log_.reset();
+  spool_.reset();
+  metrics_.reset();
+  std::vector<std::string> removed = before.removeCreatedPaths();
+
+  UniqueFd lock;
+  if (!datapath_) {
+    lock.reset(::open(config_.pin_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  }
+  if (datapath_ || (lock && flock(lock.get(), LOCK_EX | LOCK_NB) == 0)) {
+    for (const auto& pin : before.removeCreatedPins()) {
+      removed.push_back(config_.pin_dir + "/" + pin);
+    }
+  }
+  // Closing the descriptors of links whose pins are gone detaches their programs.
+  datapath_.reset();
+  if (!removed.empty()) {
+    logger("agent")->info("removed what the failed start created: {}", fmt::join(removed, ", "));
+  }
 }
 
 Agent::~Agent() {
@@ -315,24 +417,11 @@ Agent::~Agent() {
   ring_buffer__free(events_);
 }
 
-// Records go to the collector through the spool when one is configured, and to the local OCSF
-// flow log when no collector is configured or a flow log path is given explicitly. With
-// telemetry off the datapath reports nothing and none of this is set up.
-Status Agent::startTelemetry() {
-  auto was_on = datapath_->setFlowTelemetry(config_.telemetry);
-  if (!was_on) {
-    return was_on.error();
-  }
+// Opens where flow records go, before the kernel is touched: a flow log that cannot be opened,
+// or a spool that cannot be created, fails the start while nothing else has changed.
+Status Agent::openExporters() {
   if (!config_.telemetry) {
-    logger("agent")->info("flow telemetry off: enforcing and counting per rule, no flow records");
     return {};
-  }
-  if (!*was_on) {
-    // Datagram flows admitted while telemetry was off had no start record; their end is not
-    // reported either.
-    // LIMITATION: only this agent knows the switch time; if it restarts while such a flow is
-    // still active, the next agent reports that flow's end (without a start).
-    unreported_before_ns_ = bootTimeNs();
   }
   host_ = hostName(config_.host);
   auto incarnation = randomIncarnation();
@@ -356,19 +445,43 @@ Status Agent::startTelemetry() {
       return client.error();
     }
     collector_ = std::move(*client);
-    collector_->start();
-    logger("agent")->info("flow records go to collector={} spooled={} next_sequence={}",
-                          config_.collector, spool_->pendingRecords(), spool_->nextSequence());
   }
-  if (config_.collector.empty() || !config_.flow_log.empty()) {
-    const std::string path =
-        config_.flow_log.empty() ? config_.state_dir + "/flows.ocsf.jsonl" : config_.flow_log;
+  if (const std::string path = flowLogPath(); !path.empty()) {
     auto log = FlowLog::open(path, config_.flow_log_max_bytes, config_.flow_log_keep);
     if (!log) {
       return log.error();
     }
     flow_log_.emplace(std::move(*log));
-    logger("agent")->info("flow records go to {}", path);
+  }
+  return {};
+}
+
+// Records go to the collector through the spool when one is configured, and to the local OCSF
+// flow log when no collector is configured or a flow log path is given explicitly (both opened
+// by openExporters). With telemetry off the datapath reports nothing and none of this is set up.
+Status Agent::startTelemetry() {
+  auto was_on = datapath_->setFlowTelemetry(config_.telemetry);
+  if (!was_on) {
+    return was_on.error();
+  }
+  if (!config_.telemetry) {
+    logger("agent")->info("flow telemetry off: enforcing and counting per rule, no flow records");
+    return {};
+  }
+  if (!*was_on) {
+    // Datagram flows admitted while telemetry was off had no start record; their end is not
+    // reported either.
+    // LIMITATION: only this agent knows the switch time; if it restarts while such a flow is
+    // still active, the next agent reports that flow's end (without a start).
+    unreported_before_ns_ = bootTimeNs();
+  }
+  if (collector_) {
+    collector_->start();
+    logger("agent")->info("flow records go to collector={} spooled={} next_sequence={}",
+                          config_.collector, spool_->pendingRecords(), spool_->nextSequence());
+  }
+  if (flow_log_) {
+    logger("agent")->info("flow records go to {}", flowLogPath());
   }
   recorder_.emplace(host_, [this](FlowRecord&& record) {
     exportRecord(record);

@@ -20,6 +20,7 @@
 #include "file_watcher.hpp"
 #include "flow_log.hpp"
 #include "spool.hpp"
+#include "start_footprint.hpp"
 #include "flow_recorder.hpp"
 #include "metrics.hpp"
 #include "service_notify.hpp"
@@ -50,6 +51,14 @@ private:
   explicit Agent(AgentConfig config)
       : config_(std::move(config)), policy_source_(config_.policy_path) {}
 
+  Status startUp();
+  Status checkCollectorFiles() const;
+  Status startMetrics();
+  Status openExporters();
+  // The OCSF flow log's path; empty when records go only to the collector, or nowhere.
+  std::string flowLogPath() const;
+  std::vector<std::string> pathsStartMayCreate() const;
+  void undoFailedStart(const StartFootprint& before);
   Status startTelemetry();
   void exportRecord(FlowRecord& record);
   void reportFlowLogHealth(const Status& status);

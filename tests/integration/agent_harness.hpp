@@ -53,6 +53,8 @@ public:
   void addArguments(const std::vector<std::string>& arguments) {
     extra_arguments_.insert(extra_arguments_.end(), arguments.begin(), arguments.end());
   }
+  // Forgets the flags addArguments gave.
+  void clearArguments() { extra_arguments_.clear(); }
   const std::filesystem::path& workDir() const { return work_dir_; }
   // Starts this microsegd binary from now on instead of the one built with the tests.
   void useBinary(std::string path) { binary_ = std::move(path); }

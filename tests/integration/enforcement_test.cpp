@@ -13,16 +13,20 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 
+#include "support/unique_fd.hpp"
 #include "two_hosts.hpp"
 
 namespace mseg::testing {
 namespace {
+
+namespace fs = std::filesystem;
 
 class EnforcementPrivilegedTest : public TwoHostTest {};
 
@@ -298,6 +302,109 @@ TEST_F(EnforcementPrivilegedTest, BadPolicyAtFirstStartExitsWithTheProblem) {
   EXPECT_NE(*status, 0);
   EXPECT_NE(started->err().find("policy.yaml:4:11:"), std::string::npos) << started->err();
   EXPECT_FALSE(std::filesystem::exists(agent_->pinDir() + "/link_mseg_connect4"));
+}
+
+// Settings that cannot work fail the start before the kernel is touched, naming the setting,
+// and leave nothing behind: no pins, no flow log, no state directory.
+TEST_F(EnforcementPrivilegedTest, BadSettingsFailTheStartBeforeTheKernelIsTouched) {
+  UniqueFd taken(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in loopback{};
+  loopback.sin_family = AF_INET;
+  loopback.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(loopback);
+  ASSERT_EQ(bind(taken.get(), reinterpret_cast<sockaddr*>(&loopback), sizeof(loopback)), 0);
+  ASSERT_EQ(listen(taken.get(), 1), 0);
+  ASSERT_EQ(getsockname(taken.get(), reinterpret_cast<sockaddr*>(&loopback), &length), 0);
+  const std::string port = std::to_string(ntohs(loopback.sin_port));
+  const std::string missing = (agent_->workDir() / "missing").string();
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--metrics-listen", ":9465"}, "--metrics-listen: listen address \":9465\": no host"},
+      {{"--metrics-listen", "127.0.0.1:" + port}, "127.0.0.1:" + port},
+      {{"--collector", "127.0.0.1:7443", "--collector-ca", missing + "/ca.crt", "--tls-cert",
+        missing + "/agent.crt", "--tls-key", missing + "/agent.key"},
+       "--collector-ca " + missing + "/ca.crt: No such file or directory"},
+      {{"--flow-log", "/proc/mseg-no-such-directory/flows.jsonl"},
+       "cannot start: open flow log /proc/mseg-no-such-directory/flows.jsonl"},
+  };
+
+  for (const auto& [arguments, says] : cases) {
+    agent_->clearArguments();
+    agent_->addArguments(arguments);
+    auto refused = agent_->launch();
+    ASSERT_TRUE(refused);
+    auto status = refused->wait(20s);
+
+    ASSERT_TRUE(status) << arguments[1];
+    EXPECT_EQ(*status, 1) << arguments[1];
+    EXPECT_NE(refused->err().find(says), std::string::npos) << refused->err();
+    EXPECT_FALSE(fs::exists(agent_->pinDir())) << arguments[1];
+    EXPECT_FALSE(fs::exists(agent_->workDir() / "state")) << arguments[1];
+    EXPECT_FALSE(fs::exists(agent_->controlSocket())) << arguments[1];
+  }
+}
+
+// 70,000 users on one workload need more workload keys than the datapath holds.
+std::string policyTooLargeForTheDatapath() {
+  std::string users = "    users: [";
+  for (int uid = 100000; uid < 170000; uid++) {
+    users += std::to_string(uid) + (uid + 1 < 170000 ? ", " : "]\n");
+  }
+  std::string huge = kPolicy;
+  huge.insert(huge.find("    labels: {role: client}"), users);
+  return huge;
+}
+
+std::set<std::string> entriesOf(const fs::path& directory) {
+  std::set<std::string> names;
+  for (const auto& entry : fs::directory_iterator(directory)) {
+    names.insert(entry.path().filename().string());
+  }
+  return names;
+}
+
+// Starts an agent that is to fail: its exit status (-1 when it does not end) and its log.
+std::pair<int, std::string> failedStart(AgentHarness& agent) {
+  auto started = agent.launch();
+  EXPECT_TRUE(started);
+  if (!started) {
+    return {-1, ""};
+  }
+  auto status = started->wait(60s);
+  return {status ? *status : -1, started->err()};
+}
+
+// A start that fails once it has pinned maps removes what it pinned and created; a previous
+// agent's pins stay and keep enforcing, and the next start adopts them.
+TEST_F(EnforcementPrivilegedTest, FailedStartRemovesWhatItCreatedAndKeepsAPreviousAgentsPins) {
+  serveTcp(7001);
+  serveTcp(7002);
+  agent_->writePolicy(policyTooLargeForTheDatapath());
+
+  auto [fresh_status, fresh_log] = failedStart(*agent_);
+
+  EXPECT_EQ(fresh_status, 1);
+  EXPECT_NE(fresh_log.find("workload keys"), std::string::npos) << fresh_log;
+  EXPECT_NE(fresh_log.find("removed what the failed start created"), std::string::npos)
+      << fresh_log;
+  EXPECT_FALSE(fs::exists(agent_->pinDir())) << "a fresh start leaves no pins";
+  EXPECT_FALSE(fs::exists(agent_->workDir() / "state"));
+
+  agent_->writePolicy(kPolicy);
+  startAgent();
+  const uint64_t version = *agent_->policyVersion();
+  ASSERT_TRUE(agent_->stop());
+  const std::set<std::string> pinned = entriesOf(agent_->pinDir());
+  agent_->writePolicy(policyTooLargeForTheDatapath());
+
+  auto [adopting_status, adopting_log] = failedStart(*agent_);
+
+  EXPECT_EQ(adopting_status, 1) << adopting_log;
+  EXPECT_EQ(entriesOf(agent_->pinDir()), pinned) << "the previous agent's pins stay";
+  EXPECT_EQ(connectFrom(client(), kServer4, 7001), 0);
+  EXPECT_EQ(connectFrom(client(), kServer4, 7002), EPERM);
+  agent_->writePolicy(kPolicy);
+  startAgent();
+  EXPECT_GT(*agent_->policyVersion(), version) << "the next agent adopts them";
 }
 
 TEST_F(EnforcementPrivilegedTest, RestartWithBadPolicyKeepsPinnedPolicyEnforcing) {
@@ -642,19 +749,12 @@ TEST_F(EnforcementPrivilegedTest, WrongCgroupForPinnedStateChangesNothing) {
   EXPECT_EQ(connectFrom(client(), kServer4, 7002), EPERM);
 }
 
-// 70,000 users on one workload need more workload keys than the datapath holds: the policy is
-// refused before anything is written, and the next good policy applies cleanly.
+// The policy is refused before anything is written, and the next good policy applies cleanly.
 TEST_F(EnforcementPrivilegedTest, PolicyTooLargeForTheDatapathIsRefusedAndLaterOnesApply) {
   serveTcp(7001);
   startAgent();
   const uint64_t version = *agent_->policyVersion();
-  std::string users = "    users: [";
-  for (int uid = 100000; uid < 170000; uid++) {
-    users += std::to_string(uid) + (uid + 1 < 170000 ? ", " : "]\n");
-  }
-  std::string huge = kPolicy;
-  huge.insert(huge.find("    labels: {role: client}"), users);
-  agent_->writePolicy(huge);
+  agent_->writePolicy(policyTooLargeForTheDatapath());
   agent_->reload();
   ASSERT_TRUE(pollUntil(30s, [&] { return !agent_->lastError().empty(); }));
   EXPECT_NE(agent_->lastError().find("workload keys"), std::string::npos) << agent_->lastError();

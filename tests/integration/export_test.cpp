@@ -262,6 +262,43 @@ TEST_F(ExportPrivilegedTest, RecordsSpooledUnderAWrongHostArriveOnceTheHostIsCor
   expectNoDuplicates();
 }
 
+// A key of another certificate, or a certificate and key given the wrong way round, would
+// fail every handshake later with gRPC's words; the start fails instead, naming both files,
+// before the kernel is touched.
+TEST_F(ExportPrivilegedTest, KeyThatDoesNotBelongToTheCertificateFailsTheStartNamingBoth) {
+  const auto own = pki_->agent(kHost);
+  const auto other = pki_->agent("host-b");
+  const std::string collector = "127.0.0.1:" + std::to_string(port_);
+  using collector::testing::CertFiles;
+  const std::vector<std::pair<CertFiles, std::vector<std::string>>> cases = {
+      {{own.cert, other.key},
+       {"--tls-key " + other.key.string() + " does not belong to the certificate in --tls-cert " +
+        own.cert.string()}},
+      {{own.key, own.cert},
+       {"--tls-cert " + own.key.string() + ": holds no PEM certificate",
+        "--tls-key " + own.cert.string() + ": holds no PEM private key"}},
+  };
+
+  for (const auto& [files, says] : cases) {
+    agent_->clearArguments();
+    agent_->addArguments({"--collector", collector, "--collector-ca", pki_->caCert().string(),
+                          "--tls-cert", files.cert.string(), "--tls-key", files.key.string(),
+                          "--host", kHost});
+    auto refused = agent_->launch();
+    ASSERT_TRUE(refused);
+    auto status = refused->wait(20s);
+
+    ASSERT_TRUE(status);
+    EXPECT_EQ(*status, 1);
+    for (const auto& words : says) {
+      EXPECT_NE(refused->err().find("cannot start: "), std::string::npos) << refused->err();
+      EXPECT_NE(refused->err().find(words), std::string::npos) << refused->err();
+    }
+    EXPECT_EQ(refused->err().find("Invalid private key"), std::string::npos) << refused->err();
+    EXPECT_FALSE(std::filesystem::exists(agent_->pinDir()));
+  }
+}
+
 TEST_F(ExportPrivilegedTest, ExporterWithAnExpiredCertificateCountsItsFailedAttempts) {
   startCollector();
   auto spool = agent::Spool::open((dir_ / "spool").string(), 1 << 20);
