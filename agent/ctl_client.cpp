@@ -1,6 +1,7 @@
 #include "ctl_client.hpp"
 
 #include <grp.h>
+#include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -49,11 +50,40 @@ Error permissionDenied(const std::string& path, gid_t gid) {
                            groupName(gid));
 }
 
-Error deniedWithDirectoryGroup(const std::string& path) {
-  struct stat directory {};
-  const auto parent = std::filesystem::path(path).parent_path();
-  if (stat(parent.c_str(), &directory) == 0) {
-    return permissionDenied(path, directory.st_gid);
+std::string userName(uid_t uid) {
+  passwd entry{};
+  passwd* found = nullptr;
+  std::vector<char> buffer(16384);
+  if (getpwuid_r(uid, &entry, buffer.data(), buffer.size(), &found) == 0 && found != nullptr) {
+    return found->pw_name;
+  }
+  return std::to_string(uid);
+}
+
+// The socket could not even be looked at: a directory on its path does not let this user
+// search it. That directory is named with its mode, owner and group, since neither the socket
+// nor the agent's group is the obstacle, unless the directory's group would let its members in.
+Error deniedByDirectory(const std::string& path) {
+  std::filesystem::path directory;
+  for (const auto& part : std::filesystem::path(path).parent_path()) {
+    directory /= part;
+    struct stat info {};
+    if (access(directory.c_str(), X_OK) == 0) {
+      continue;
+    }
+    if (stat(directory.c_str(), &info) != 0) {
+      break;
+    }
+    if (info.st_gid != 0 && (info.st_mode & S_IXGRP) != 0) {
+      return permissionDenied(path, info.st_gid);
+    }
+    return Error(EACCES, fmt::format("permission denied on {}: directory {} (mode {:04o}, owner "
+                                     "{}, group {}) does not let you reach the socket; run as "
+                                     "root, or make the directory searchable for the agent's "
+                                     "control group (chgrp GROUP {}; chmod g+x {})",
+                                     path, directory.string(), info.st_mode & 07777,
+                                     userName(info.st_uid), groupName(info.st_gid),
+                                     directory.string(), directory.string()));
   }
   return Error::fromErrno(EACCES, "cannot reach " + path);
 }
@@ -71,7 +101,7 @@ Status checkControlSocket(const std::string& socket_path) {
       return noAgent(socket_path);
     }
     if (errno == EACCES) {
-      return deniedWithDirectoryGroup(socket_path);
+      return deniedByDirectory(socket_path);
     }
     return Error::fromErrno(errno, "cannot reach " + socket_path);
   }

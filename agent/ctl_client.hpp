@@ -19,7 +19,8 @@ using FlowRecord = microseg::telemetry::v1::FlowRecord;
 // Why this process cannot talk to an agent at `socket_path`, found with stat() and a plain
 // connect() before any gRPC: nothing there or nothing answering (ENOENT, ECONNREFUSED: "no
 // agent at ..."), not allowed (EACCES: "permission denied on ...: run as root or as a member
-// of group G", G read from the socket's or its directory's group), or not a socket.
+// of group G", G read from the socket's group; or, when a directory on the way lets this user
+// not even look, that directory with its mode, owner and group), or not a socket.
 Status checkControlSocket(const std::string& socket_path);
 
 class ControlClient {

@@ -610,6 +610,28 @@ TEST_F(ControlPrivilegedTest, WithoutAControlGroupOnlyRootMayUseTheSocket) {
                          "--control-group GROUP to allow one)\n");
 }
 
+// A socket the group may use, in a directory that lets only root in: the member is told that
+// the directory is the obstacle, not the socket or the group.
+TEST_F(ControlPrivilegedTest, MemberKeptOutByTheSocketsDirectoryIsToldWhichAndItsMode) {
+  const fs::path directory = agent_->workDir() / "private";
+  fs::create_directories(directory);
+  ASSERT_EQ(chmod(directory.c_str(), 0700), 0);
+  const std::string socket = (directory / "ctl.sock").string();
+  agent_->addArguments({"--control-group", "nogroup", "--control-socket", socket});
+  startAgent();
+
+  auto run = runCommand({"setpriv", kUnprivileged, "--regid=65534", "--clear-groups",
+                         MSEG_MICROSEGCTL, "status", "--socket", socket}, 30s);
+
+  ASSERT_TRUE(run);
+  EXPECT_EQ(run->status, 1);
+  EXPECT_EQ(run->err, "microsegctl: permission denied on " + socket + ": directory " +
+                          directory.string() + " (mode 0700, owner root, group root) does not let "
+                          "you reach the socket; run as root, or make the directory searchable "
+                          "for the agent's control group (chgrp GROUP " + directory.string() +
+                          "; chmod g+x " + directory.string() + ")\n");
+}
+
 // The smallest capability set has no CAP_CHOWN: a control group needs it, and says so.
 TEST_F(ControlPrivilegedTest, ControlGroupWithoutCapChownFailsTheStartNamingIt) {
   agent_->addArguments({"--control-group", "nogroup"});
