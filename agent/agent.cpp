@@ -64,13 +64,6 @@ sigset_t agentSignals() {
   return signals;
 }
 
-// Blocks the signals the loop reads from its signalfd. Must run before any thread starts:
-// threads inherit the mask, and a thread that does not block SIGTERM or SIGHUP would take the
-// signal's default action and end the process without a clean stop.
-void blockAgentSignals() {
-  sigset_t signals = agentSignals();
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-}
 
 // A descriptor that delivers SIGHUP, SIGTERM and SIGINT as readable events.
 int signalDescriptor() {
@@ -143,6 +136,11 @@ std::pair<size_t, size_t> bindingChanges(const std::vector<WorkloadBinding>& bef
 
 }  // namespace
 
+void blockAgentSignals() {
+  sigset_t signals = agentSignals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+}
+
 Result<std::string> resolveAttachCgroup(const std::string& requested) {
   auto mount = findCgroup2Mount();
   if (!mount) {
@@ -183,6 +181,9 @@ namespace {
 Error policyError(const std::string& path, const Error& error,
                   const policy::Diagnostics& diagnostics) {
   std::string message = error.message();
+  if (message.rfind(path + ": ", 0) == 0) {
+    message.erase(0, path.size() + 2);  // the policy library names the file already
+  }
   size_t shown = 0;
   for (const auto& diagnostic : diagnostics.all()) {
     if (diagnostic.severity == policy::Severity::Error && shown++ < 3) {

@@ -155,6 +155,12 @@ public:
   ~Agent();
 };
 
+// Blocks SIGHUP, SIGTERM and SIGINT, which the agent's loop reads from a signalfd; until it
+// runs they wait. Must run before any thread starts (threads inherit the mask, and one that
+// does not block them would take the default action, ending the process without a clean stop)
+// and as early as possible: a SIGHUP while the agent starts must not end it.
+void blockAgentSignals();
+
 // The absolute cgroup directory to attach to: `requested` is empty (the cgroup v2 root),
 // absolute (must lie inside the cgroup v2 mount) or relative to the cgroup v2 mount.
 Result<std::string> resolveAttachCgroup(const std::string& requested);

@@ -231,6 +231,11 @@ void ControlState::recordReload(ReloadOutcome::Result result, const std::string&
   if (!error.empty()) {
     snapshot_.last_error = error;
     snapshot_.last_error_unix_nano = now;
+  } else if (result == ReloadOutcome::Result::Applied) {
+    // The policy file applies again, and every cgroup was bound anew with it: the error before
+    // is history, as in status.json.
+    snapshot_.last_error.clear();
+    snapshot_.last_error_unix_nano = 0;
   }
 }
 

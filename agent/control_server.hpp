@@ -86,7 +86,7 @@ public:
   void publishPolicy(std::shared_ptr<const policy::CompiledPolicy> policy, uint64_t version,
                      std::vector<WorkloadBinding> bindings, std::vector<CgroupEntry> cgroups);
   void publishExporter(const ExporterStats& exporter);
-  // A reload's outcome; a failed one is also the last error.
+  // A reload's outcome; a failed one is also the last error, an applied one clears it.
   void recordReload(ReloadOutcome::Result result, const std::string& error);
   // An error that is not a reload's (e.g. cgroups that could not be labelled).
   void recordError(const std::string& error);

@@ -10,6 +10,19 @@
 #define MSEG_VERSION "unknown"
 #endif
 
+namespace {
+
+// Before main() and this program's own static initialisers: configuration management may send
+// SIGHUP the moment the agent is started, and its default action would end the agent.
+// LIMITATION: the dynamic loader and the shared libraries' initialisers run earlier, about
+// 10 ms on a 2-core VM, and a SIGHUP then still ends the agent (exit 129). Under systemd a
+// reload waits until the agent reported READY=1.
+__attribute__((constructor(101))) void blockAgentSignalsFirst() {
+  mseg::agent::blockAgentSignals();
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   auto command = mseg::agent::parseCommandLine(argc, argv);
   if (!command) {

@@ -155,6 +155,31 @@ TEST_F(ControlPrivilegedTest, StatusShowsTheLastErrorOfABadReloadWhileTheOldPoli
   EXPECT_EQ(json["policy_version"], 1);
   EXPECT_EQ(connectFrom(client(), kServer4, 7001), 0);
   EXPECT_EQ(connectFrom(client(), kServer4, 7002), EPERM);
+  const std::string path = agent_->policyPath().string();
+  EXPECT_EQ(json["last_error"].get<std::string>().find(path + ": " + path),
+            std::string::npos) << "the path once: " << json["last_error"];
+}
+
+// Once a reload applies, the error of the one before is history: status says none, exit 0.
+TEST_F(ControlPrivilegedTest, GoodReloadAfterABadOneClearsTheLastError) {
+  startAgent();
+  agent_->writePolicy("version: 1\nsegments:\n  - name: s\n    mode: enforcing\n    rules: []\n");
+  agent_->reload();
+  ASSERT_TRUE(pollUntil(10s, [&] { return !agent_->lastError().empty(); }));
+  agent_->writePolicy(policyWithPort7002());
+  agent_->reload();
+
+  CommandResult table;
+  ASSERT_TRUE(pollUntil(10s, [&] {
+    table = ctl({"status"});
+    return table.out.find("last reload    applied at ") != std::string::npos;
+  })) << table.out;
+  auto json = ctlJson({"status"});
+
+  EXPECT_EQ(table.status, 0) << table.out;
+  EXPECT_NE(table.out.find("last reload    applied at "), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("last error     none\n"), std::string::npos) << table.out;
+  EXPECT_EQ(json["last_error"], "");
 }
 
 TEST_F(ControlPrivilegedTest, TraceNamesTheRuleTheKernelApplies) {
