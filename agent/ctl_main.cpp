@@ -56,9 +56,9 @@ commands that ask the running agent (over --socket PATH, default /run/microseg/m
 commands that work without an agent:
   policy validate FILE|DIR     check a policy file or directory; exit 0 when valid, 1 when it
                                has errors
-  counters [--pin-dir DIR | --config FILE]
+  counters [-o json] [--pin-dir DIR | --config FILE]
                                per-rule verdict counters of the pinned datapath
-  uninstall [--pin-dir DIR | --config FILE]
+  uninstall [-o json] [--pin-dir DIR | --config FILE]
                                detach microseg's programs and remove everything it pinned
                                (refused while a microsegd uses the pin directory)
   help                         print this help
@@ -67,6 +67,7 @@ options: -o json (or --output json) prints JSON for scripts instead of tables (f
 object per line). --config FILE reads control_socket and pin_dir from microsegd's
 configuration file (/etc/microseg/microsegd.yaml in the package); --socket PATH and
 --pin-dir DIR name them directly. Defaults: /run/microseg/microsegd.sock, /sys/fs/bpf/microseg.
+These options may also come before the command: microsegctl --socket PATH status.
 )";
 
 // A command line after the command words: options by name, then positional arguments.
@@ -461,40 +462,87 @@ int showWorkloads(const Arguments& args) {
       ctl::renderWorkloads);
 }
 
-int showCounters(const std::string& pin_dir) {
-  auto counters = mseg::agent::readPinnedCounters(pin_dir);
+int showCounters(const Arguments& args) {
+  auto counters = mseg::agent::readPinnedCounters(args.pinDir());
   if (!counters) {
     return fail(counters.error());
   }
+  // The field names of the control protocol's RuleCounter and ReasonCounter, as in `status`.
+  nlohmann::ordered_json json = {{"pin_dir", args.pinDir()},
+                                 {"policy_version", counters->policy_version},
+                                 {"rules", nlohmann::ordered_json::array()},
+                                 {"reasons", nlohmann::ordered_json::array()}};
   ctl::Table rules({"RULE", "VERDICT", "HITS"});
   for (const auto& [id, rule] : counters->rule_names) {
-    auto hits = counters->rule_hits.find(id);
-    rules.add({rule.name, verdictName(rule.verdict),
-               std::to_string(hits == counters->rule_hits.end() ? 0 : hits->second)});
+    auto found = counters->rule_hits.find(id);
+    const uint64_t hits = found == counters->rule_hits.end() ? 0 : found->second;
+    rules.add({rule.name, verdictName(rule.verdict), std::to_string(hits)});
+    json["rules"].push_back(
+        {{"rule", rule.name}, {"verdict", verdictName(rule.verdict)}, {"hits", hits}});
   }
   ctl::Table reasons({"DATAPATH REASON", "COUNT"});
   for (size_t reason = 0; reason < counters->reasons.size(); reason++) {
     if (const char* name = reasonName(reason)) {
       reasons.add({name, std::to_string(counters->reasons[reason])});
+      json["reasons"].push_back({{"reason", name}, {"count", counters->reasons[reason]}});
     }
   }
-  fmt::print("policy version {}\n\n{}\n{}", counters->policy_version, rules.render(),
-             reasons.render());
+  if (args.json()) {
+    printJson(json);
+  } else {
+    fmt::print("policy version {}\n\n{}\n{}", counters->policy_version, rules.render(),
+               reasons.render());
+  }
   return kExitOk;
 }
 
-int uninstall(const std::string& pin_dir) {
+int uninstall(const Arguments& args) {
+  const std::string pin_dir = args.pinDir();
   auto removed = mseg::agent::uninstallDatapath(pin_dir);
-  if (!removed && removed.error().code() == ENOENT) {
-    std::printf("%s\n", ctl::printable(removed.error().message()).c_str());
-    return kExitOk;
-  }
-  if (!removed) {
+  if (!removed && removed.error().code() != ENOENT) {
     return fail(removed.error());
   }
-  std::printf("removed %s: microseg programs detached, maps unpinned\n",
-              ctl::printable(pin_dir).c_str());
+  const std::string message =
+      removed ? "removed " + pin_dir + ": microseg programs detached, maps unpinned"
+              : removed.error().message();
+  if (args.json()) {
+    printJson({{"pin_dir", pin_dir}, {"removed", removed.ok()}, {"message", message}});
+  } else {
+    std::printf("%s\n", ctl::printable(message).c_str());
+  }
   return kExitOk;
+}
+
+// Options may also come before the command (`microsegctl --socket PATH status`), as with other
+// tools: they move after the command words, where the command's grammar takes them or says
+// it does not. Returns nullopt, having said why, for an option no command takes there.
+std::optional<std::vector<std::string>> commandFirst(std::vector<std::string> args) {
+  static const std::set<std::string> kLeading = {"--socket", "--config", "--pin-dir", "--output",
+                                                 "-o"};
+  std::vector<std::string> leading;
+  size_t at = 0;
+  while (at < args.size() && args[at].size() > 1 && args[at].front() == '-' &&
+         args[at] != "--help") {
+    const std::string name = args[at].substr(0, args[at].find('='));
+    if (!kLeading.count(name)) {
+      std::fprintf(stderr, "microsegctl: unknown option `%s` before the command; see "
+                           "`microsegctl help`\n",
+                   ctl::printable(args[at]).c_str());
+      return std::nullopt;
+    }
+    leading.push_back(args[at++]);
+    if (name == leading.back()) {  // its value is the next word
+      if (at == args.size()) {
+        std::fprintf(stderr, "microsegctl: %s needs a value; see `microsegctl help`\n",
+                     name.c_str());
+        return std::nullopt;
+      }
+      leading.push_back(args[at++]);
+    }
+  }
+  args.erase(args.begin(), args.begin() + static_cast<std::ptrdiff_t>(at));
+  args.insert(args.end(), leading.begin(), leading.end());
+  return args;
 }
 
 const std::set<std::string> kAgentOptions = {"--socket", "--config", "--output"};
@@ -535,7 +583,11 @@ int runPolicyCommand(const std::vector<std::string>& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::vector<std::string> args(argv + 1, argv + argc);
+  auto reordered = commandFirst({argv + 1, argv + argc});
+  if (!reordered) {
+    return kExitUsage;
+  }
+  const std::vector<std::string>& args = *reordered;
   if (args.empty() || args[0] == "help" || args[0] == "--help") {
     std::fputs(kUsage, args.empty() ? stderr : stdout);
     return args.empty() ? kExitUsage : kExitOk;
@@ -563,13 +615,13 @@ int main(int argc, char** argv) {
     return parsed ? showFlows(*parsed, grammar) : kExitUsage;
   }
   if (command == "counters" || command == "uninstall") {
-    Grammar grammar{command + " [--pin-dir DIR | --config FILE]", {"--pin-dir", "--config"}, {},
-                    0};
+    Grammar grammar{command + " [-o json] [--pin-dir DIR | --config FILE]",
+                    {"--pin-dir", "--config", "--output"}, {}, 0};
     auto parsed = parse(args, 1, grammar);
     if (!parsed) {
       return kExitUsage;
     }
-    return command == "counters" ? showCounters(parsed->pinDir()) : uninstall(parsed->pinDir());
+    return command == "counters" ? showCounters(*parsed) : uninstall(*parsed);
   }
   std::fprintf(stderr, "microsegctl: unknown command `%s`; see `microsegctl help`\n",
                ctl::printable(command).c_str());

@@ -133,6 +133,27 @@ TEST_F(ControlPrivilegedTest, StatusShowsPolicyModesCountersAndExporter) {
             std::string::npos);
 }
 
+TEST_F(ControlPrivilegedTest, CountersAsJsonHaveTheFieldsOfStatus) {
+  serveTcp(7001);
+  startAgent();
+  ASSERT_EQ(connectFrom(client(), kServer4, 7001), 0);
+
+  auto run = runCommand({MSEG_MICROSEGCTL, "-o", "json", "counters", "--pin-dir",
+                         agent_->pinDir()}, 30s);
+
+  ASSERT_TRUE(run);
+  EXPECT_EQ(run->status, 0) << run->err;
+  auto json = nlohmann::json::parse(run->out, nullptr, false);
+  ASSERT_FALSE(json.is_discarded()) << run->out;
+  EXPECT_EQ(json["policy_version"], 1);
+  // Counted twice: the client's egress and the server's ingress.
+  nlohmann::json allowed = {{"rule", "app/client-to-server-tcp"}, {"verdict", "allow"},
+                            {"hits", 2}};
+  EXPECT_NE(std::find(json["rules"].begin(), json["rules"].end(), allowed), json["rules"].end())
+      << json.dump(2);
+  EXPECT_EQ(json["reasons"][0].size(), 2u) << json.dump(2);
+}
+
 TEST_F(ControlPrivilegedTest, StatusShowsTheLastErrorOfABadReloadWhileTheOldPolicyEnforces) {
   serveTcp(7001);
   serveTcp(7002);

@@ -241,6 +241,37 @@ TEST_F(MicrosegctlTest, UninstallWithConfigUsesItsPinDir) {
   EXPECT_EQ(run->out, "nothing is pinned at " + pin_dir + "\n");
 }
 
+TEST_F(MicrosegctlTest, OptionsBeforeTheCommandAreTakenAsTheCommandsOwn) {
+  auto status = runCommand({MSEG_MICROSEGCTL, "--socket", "/nonexistent/microsegd.sock", "-o",
+                            "json", "status"});
+  auto misplaced = runCommand({MSEG_MICROSEGCTL, "--pin-dir", "/sys/fs/bpf/x", "status"});
+  auto unknown = runCommand({MSEG_MICROSEGCTL, "--verbose", "status"});
+
+  ASSERT_TRUE(status && misplaced && unknown);
+  EXPECT_EQ(status->status, 1);
+  EXPECT_EQ(status->err, "microsegctl: no agent at /nonexistent/microsegd.sock (is microsegd "
+                         "running? --socket to choose another)\n");
+  EXPECT_EQ(misplaced->status, 2);
+  EXPECT_NE(misplaced->err.find("unknown option `--pin-dir`\nusage: microsegctl status"),
+            std::string::npos) << misplaced->err;
+  EXPECT_EQ(unknown->status, 2);
+  EXPECT_EQ(unknown->err, "microsegctl: unknown option `--verbose` before the command; see "
+                          "`microsegctl help`\n");
+}
+
+TEST_F(MicrosegctlTest, UninstallAsJsonSaysWhatItRemoved) {
+  const std::string pin_dir = "/tmp/mseg-ctl-test-pins-" + std::to_string(getpid());
+
+  auto run = runCommand({MSEG_MICROSEGCTL, "uninstall", "--pin-dir", pin_dir, "-o", "json"});
+
+  ASSERT_TRUE(run);
+  EXPECT_EQ(run->status, 0) << run->err;
+  auto report = nlohmann::json::parse(run->out);
+  EXPECT_EQ(report["pin_dir"], pin_dir);
+  EXPECT_EQ(report["removed"], false);
+  EXPECT_EQ(report["message"], "nothing is pinned at " + pin_dir);
+}
+
 TEST_F(MicrosegctlTest, UninstallWithBadConfigNamesThePlaceAndRemovesNothing) {
   auto config = writePolicy("pin_dir: /sys/fs/bpf/x\npin_dri: /sys/fs/bpf/y\n");
 
