@@ -29,6 +29,10 @@ namespace {
 constexpr const char* kContentType = "text/plain; version=0.0.4; charset=utf-8";
 constexpr const char* kMetricsPath = "/metrics";
 // Scrapers are few; the limits only keep a stuck or hostile client from holding the server.
+// LIMITATION: they do not keep out a client that opens the 32 connections and trickles a byte
+// within every timeout, nor a flood of connections the listen queue drains slowly: whoever can
+// reach the address can keep scrapers out. docs/limitations.md says to bind it where only
+// the scraper reaches.
 constexpr unsigned int kConnectionLimit = 32;
 constexpr unsigned int kConnectionTimeoutSeconds = 10;
 
