@@ -59,8 +59,7 @@ Status syncDirectory(const std::filesystem::path& dir) {
 namespace {
 
 // Writes and flushes the temporary file; the caller removes it on failure.
-Status writeTemporary(const std::filesystem::path& temporary, std::string_view text,
-                      mode_t mode) {
+Status writeTemporary(const std::filesystem::path& temporary, std::string_view text, mode_t mode) {
   UniqueFd fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
   if (!fd) {
     return Error::fromErrno(errno, "create " + temporary.string());

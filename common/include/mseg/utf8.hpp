@@ -3,11 +3,11 @@
 // parse anything else), JSON and terminals need valid UTF-8.
 #pragma once
 
+#include <fmt/format.h>
+
 #include <cstddef>
 #include <string>
 #include <string_view>
-
-#include <fmt/format.h>
 
 namespace mseg {
 

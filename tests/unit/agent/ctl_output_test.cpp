@@ -1,10 +1,11 @@
 // What microsegctl's tables show of text that a workload controls: its command name, its
 // cgroup's name. None of it may reach the terminal as a control sequence.
-#include <string>
+#include "ctl_output.hpp"
 
 #include <gtest/gtest.h>
 
-#include "ctl_output.hpp"
+#include <string>
+
 #include "mseg/utf8.hpp"
 
 namespace mseg::ctl {
@@ -45,20 +46,26 @@ TEST(PrintableTest, KeepsNewlinesOnlyWhenAsked) {
 }
 
 TEST(PrintableTest, EscapesC1ControlsInvalidUtf8AndInvisibleFormatting) {
-  EXPECT_EQ(printable("\xc2\x9b" "31m"), "\\xc2\\x9b31m");        // CSI as one character
-  EXPECT_EQ(printable("\x9b" "31m"), "\\x9b31m");                 // a lone CSI byte
-  EXPECT_EQ(printable("ab\xff\xc3"), "ab\\xff\\xc3");             // invalid and cut short
-  EXPECT_EQ(printable("\xc0\xaf"), "\\xc0\\xaf");                 // overlong '/'
-  EXPECT_EQ(printable("\xed\xa0\x80"), "\\xed\\xa0\\x80");        // a surrogate
+  const std::string csi = "\xc2\x9b";  // CSI as one character, like ESC [
+  const std::string lone_csi = "\x9b";
+  const std::string zero_width_space = "\xe2\x80\x8b";
+
+  EXPECT_EQ(printable(csi + "31m"), "\\xc2\\x9b31m");
+  EXPECT_EQ(printable(lone_csi + "31m"), "\\x9b31m");
+  EXPECT_EQ(printable("ab\xff\xc3"), "ab\\xff\\xc3");       // invalid and cut short
+  EXPECT_EQ(printable("\xc0\xaf"), "\\xc0\\xaf");           // overlong '/'
+  EXPECT_EQ(printable("\xed\xa0\x80"), "\\xed\\xa0\\x80");  // a surrogate
   EXPECT_EQ(printable("evil\xe2\x80\xaetxt.exe"), "evil\\xe2\\x80\\xaetxt.exe");  // RLO
-  EXPECT_EQ(printable("a\xe2\x80\x8b" "b"), "a\\xe2\\x80\\x8bb");  // zero-width space
+  EXPECT_EQ(printable("a" + zero_width_space + "b"), "a\\xe2\\x80\\x8bb");
 }
 
 TEST(ValidUtf8Test, WritesBytesThatAreNotUtf8AsHexAndKeepsTheRest) {
+  const std::string cut_short = "\xc3";
+
   EXPECT_EQ(validUtf8("büro\x1b[31m"), "büro\x1b[31m");
-  EXPECT_EQ(validUtf8("a\xff" "b\xc3"), "a\\xffb\\xc3");
+  EXPECT_EQ(validUtf8("a\xff" + std::string("b") + cut_short), "a\\xffb\\xc3");
   EXPECT_EQ(validUtf8("\xf4\x90\x80\x80"), "\\xf4\\x90\\x80\\x80");  // past U+10FFFF
-  EXPECT_EQ(validUtf8("\xf0\x9f\x98\x80"), "\xf0\x9f\x98\x80");          // an emoji
+  EXPECT_EQ(validUtf8("\xf0\x9f\x98\x80"), "\xf0\x9f\x98\x80");      // an emoji
 }
 
 TEST(PrintableTest, TableCellsAreEscapedAndCannotForgeALine) {
@@ -125,8 +132,8 @@ TEST(PrintableTest, StatusTraceAndDiffEscapeWhatTheyQuote) {
   trace.add_workload_cgroups("system.slice/\x1b[1Merp-app.service");
   cv1::PolicyDiff diff;
 
-  const std::string text = renderStatus(status) + renderTrace(trace) +
-                           renderDiff(diff, "next\x1b[2K.yaml");
+  const std::string text =
+      renderStatus(status) + renderTrace(trace) + renderDiff(diff, "next\x1b[2K.yaml");
 
   EXPECT_FALSE(holdsControl(text)) << text;
   EXPECT_NE(text.find("policy         /etc/microseg/\\x1b[8mpolicy.yaml\n"), std::string::npos)

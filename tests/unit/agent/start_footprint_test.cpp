@@ -1,13 +1,12 @@
 // A failed start removes what it created and nothing else: what was there before it began
 // (a previous agent's pins, an operator's state directory) stays.
+#include "start_footprint.hpp"
+
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
-
-#include <gtest/gtest.h>
-
-#include "start_footprint.hpp"
 
 namespace mseg::agent {
 namespace {

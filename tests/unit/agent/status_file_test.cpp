@@ -1,12 +1,12 @@
 // STATE_DIR/status.json: what tools read when they do not ask the agent. It is replaced whole
 // or not at all, so a full disk leaves the last good file, never an empty one.
+#include "status_file.hpp"
+
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
 
-#include <gtest/gtest.h>
-
-#include "status_file.hpp"
 #include "support/file_size_limit.hpp"
 
 namespace mseg::agent {
