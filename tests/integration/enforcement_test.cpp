@@ -475,7 +475,8 @@ TEST_F(EnforcementPrivilegedTest, UserCreatedOnTheHostIsPickedUpBySighupWithoutA
     ~RemoveUser() { (void)runCommand({"userdel", name}); }
   } remove_user{user};
   std::string policy = kPolicy;
-  policy.replace(policy.find("    cgroup: client.service\n"), 0, "    users: [root, " + user + "]\n");
+  const std::string users = "    users: [root, " + user + "]\n";
+  policy.replace(policy.find("    cgroup: client.service\n"), 0, users);
   agent_->writePolicy(policy);
   startAgent();
   const uint64_t version = *agent_->policyVersion();
