@@ -53,7 +53,8 @@ time_ms() {
     end=$(date +%s%N)
     samples+=($(((end - start) / 1000000)))
   done
-  printf '%s\n' "${samples[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%d %d", a[1], a[int((NR+1)/2)]}'
+  printf '%s\n' "${samples[@]}" | sort -n |
+    awk '{a[NR]=$1} END {printf "%d %d", a[1], a[int((NR+1)/2)]}'
 }
 
 measure() {

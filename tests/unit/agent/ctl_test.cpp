@@ -82,7 +82,8 @@ TEST_F(MicrosegctlTest, ValidatesAPolicyDirectoryNamingTheFileOfEachProblem) {
 
   ASSERT_TRUE(valid);
   EXPECT_EQ(valid->status, 0) << valid->err;
-  EXPECT_EQ(valid->out, dir + ": valid: 1 workloads, 0 inventory entries, 1 rules, 1 verdict entries\n");
+  EXPECT_EQ(valid->out,
+            dir + ": valid: 1 workloads, 0 inventory entries, 1 rules, 1 verdict entries\n");
   ASSERT_TRUE(invalid);
   EXPECT_EQ(invalid->status, 1);
   EXPECT_EQ(invalid->err, dir + "/30-bad.yaml:5:29: error: label key `tierr` is defined by no "
